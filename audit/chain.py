@@ -1,0 +1,210 @@
+"""The audit entry chain: canonical leaves linked by `prev_hash`, checked against a checkpoint.
+
+Rules (CONTRACTS.md §4):
+- a leaf is the RFC 8785 (JCS) canonical JSON of one entry object;
+- entry i carries `prev_hash`, the lowercase hex RFC 9162 leaf hash of entry i-1,
+  and entry 0 carries 64 zeros;
+- the signed checkpoint's root is the RFC 9162 root of the first `size` leaves.
+
+`verify_chain` reports the FIRST index that breaks a rule. An edit that leaves valid JSON
+behind surfaces at the next entry, whose `prev_hash` no longer matches; an edit to the
+last entry, or a rewritten suffix, surfaces only against the checkpoint (`verify_log`).
+
+Speed matters (an auditor re-reads the whole log), so `decode_entry` accepts the common
+case without re-encoding: a leaf with no backslash, no JSON whitespace, no float and no
+character outside the BMP is canonical exactly when it parses and every object's keys
+are strictly sorted, because JCS writes such values byte for byte as they appear. Any
+other leaf goes to the exact check (`rfc8785` re-encoding), which alone may reject.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from audit.checkpoint import verify_checkpoint
+from audit.note import NoteVerifier
+from audit.rfc9162 import root_from_hashes
+from credcore.canonical import canonical_json
+from credcore.errors import VerificationError
+
+GENESIS_PREV = "0" * 64
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_NON_BMP = re.compile(rb"[\xf0-\xf4]")  # lead bytes of 4-byte UTF-8: UTF-16 sorts these apart
+# A space outside strings always touches a structural character, so marking them all
+# with "{" lets two substring searches find any; a hit may be inside a string (slow path).
+_MARK_STRUCTURE = bytes.maketrans(b"}[],:", b"{{{{{")
+_sha256 = hashlib.sha256
+
+
+class _Slow(Exception):
+    """The fast path cannot vouch for this leaf; the exact check decides."""
+
+
+def _sorted_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    # A shorter dict means a duplicated key; JCS also needs the keys strictly sorted.
+    if len(obj) != len(pairs) or list(obj) != sorted(obj):
+        raise _Slow
+    return obj
+
+
+def _int(token: str) -> int:
+    # Past 15 digits JCS may refuse the value (beyond 2**53) and "-0" is written "0".
+    if len(token) > 15 or token == "-0":
+        raise _Slow
+    return int(token)
+
+
+def _no_float(token: str) -> Any:
+    raise _Slow
+
+
+_scan_fast = json.JSONDecoder(
+    object_pairs_hook=_sorted_object,
+    parse_int=_int,
+    parse_float=_no_float,
+    parse_constant=_no_float,
+).raw_decode
+
+
+def _decode_exact(leaf: bytes) -> dict[str, Any]:
+    """The reference check: parse, then RFC 8785 re-encoding must give the same bytes."""
+    try:
+        value = json.loads(leaf.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _not_canonical("not UTF-8") from None
+    except (ValueError, RecursionError):
+        raise _not_canonical("not valid JSON") from None
+    if not isinstance(value, dict):
+        raise _not_canonical("not an object")
+    try:
+        canonical = canonical_json(value)
+    except ValueError:  # NaN, integers beyond 2**53, lone surrogates
+        raise _not_canonical("holds a value that JCS cannot represent") from None
+    if canonical != leaf:
+        raise _not_canonical("RFC 8785 re-encoding differs")
+    return value
+
+
+def _not_canonical(why: str) -> VerificationError:
+    return VerificationError(f"not canonical JSON ({why})")
+
+
+def decode_entry(leaf: bytes) -> dict[str, Any]:
+    """The entry object of `leaf`; VerificationError unless `leaf` is its RFC 8785 form."""
+    if (
+        b"\\" in leaf
+        or b"\n" in leaf
+        or b"\t" in leaf
+        or b"\r" in leaf
+        or (b" " in leaf and _has_space_near_structure(leaf))
+        or (not leaf.isascii() and _NON_BMP.search(leaf))
+    ):
+        return _decode_exact(leaf)
+    try:
+        text = leaf.decode("utf-8")
+        value, end = _scan_fast(text)
+    except (_Slow, ValueError, RecursionError):
+        return _decode_exact(leaf)
+    if end != len(text) or type(value) is not dict:
+        return _decode_exact(leaf)
+    return value
+
+
+def _has_space_near_structure(leaf: bytes) -> bool:
+    marked = leaf.translate(_MARK_STRUCTURE)
+    return b" {" in marked or b"{ " in marked
+
+
+def encode_entry(entry: dict[str, Any]) -> bytes:
+    """The leaf bytes of an entry: its RFC 8785 canonical JSON."""
+    return canonical_json(entry)
+
+
+def chain_entry(entry_without_prev: dict[str, Any], prev_hash_hex: str) -> bytes:
+    """The leaf for an entry appended after a leaf whose hex leaf hash is `prev_hash_hex`."""
+    if "prev_hash" in entry_without_prev:
+        raise ValueError("the entry already has a prev_hash; the chain sets it")
+    if not _HEX64.fullmatch(prev_hash_hex):
+        raise ValueError("prev_hash must be 64 lowercase hex digits")
+    return encode_entry({**entry_without_prev, "prev_hash": prev_hash_hex})
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    """What `verify_chain` checked: `size` is the log size after the last leaf checked
+    (start index + count), `leaf_hashes` the RFC 9162 hashes of the leaves checked, and
+    `last_hash` the hex `prev_hash` the next entry must carry."""
+
+    size: int
+    leaf_hashes: list[bytes]
+    last_hash: str
+
+
+def verify_chain(
+    leaves: Iterable[bytes], start_index: int = 0, prev_hash: str = GENESIS_PREV
+) -> ChainResult:
+    """Check every leaf is a canonical entry linked to the one before; raise at the first
+    that is not. Pass `start_index`/`prev_hash` from a previous result to go on in pages."""
+    hashes: list[bytes] = []
+    append = hashes.append
+    expected = prev_hash
+    for index, leaf in enumerate(leaves, start_index):
+        try:
+            entry = decode_entry(leaf)
+        except VerificationError as exc:
+            raise VerificationError(
+                f"entry {index}: {exc.description}: the entry was corrupted or edited",
+                index=index,
+            ) from None
+        got = entry.get("prev_hash")
+        if got != expected:
+            raise _link_error(index, got, expected)
+        digest = _sha256(b"\x00" + leaf).digest()
+        append(digest)
+        expected = digest.hex()
+    return ChainResult(start_index + len(hashes), hashes, expected)
+
+
+def _link_error(index: int, got: object, expected: str) -> VerificationError:
+    if got is None:
+        return VerificationError(f"entry {index}: missing prev_hash", index=index)
+    before = "the genesis value (64 zeros)" if index == 0 else f"the leaf hash of entry {index - 1}"
+    return VerificationError(
+        f"entry {index}: prev_hash mismatch: {str(got)[:64]!r} is not {before} ({expected}); "
+        f"an entry was edited, deleted, reordered or inserted at or just before {index}",
+        index=index,
+    )
+
+
+def verify_log(
+    leaves: Iterable[bytes], checkpoint_note: str, verifiers: Sequence[NoteVerifier]
+) -> int:
+    """Verify a whole log against its signed checkpoint; return the number of entries.
+
+    Checks, in order: the chain (first bad index), the checkpoint signature and format,
+    that the log still holds every checkpointed entry, and the Merkle root of those.
+    """
+    chain = verify_chain(leaves)
+    cp = verify_checkpoint(checkpoint_note, verifiers)
+    if cp.size > chain.size:
+        raise VerificationError(
+            f"log truncated/rolled back: checkpoint covers {cp.size} entries "
+            f"but log has {chain.size}",
+            index=chain.size,
+        )
+    if root_from_hashes(chain.leaf_hashes[: cp.size]) != cp.root:
+        # The chain is intact, so whatever changed ends at entry size-1: had a change
+        # ended earlier, the next entry's prev_hash would have caught it above.
+        last = cp.size - 1
+        raise VerificationError(
+            f"entry {last}: the Merkle root of entries 0..{last} does not match the signed "
+            f"checkpoint; entry {last} (and perhaps earlier ones, re-linked) was rewritten",
+            index=last if cp.size else None,
+        )
+    return chain.size

@@ -1,0 +1,213 @@
+"""The durable, group-committed audit writer.
+
+Rules (the gateway's "no audit, no data" rests on them):
+1. `append(entry)` returns the entry's index only after the transaction holding it has
+   committed (SQLite: WAL with synchronous=FULL; PostgreSQL: a normal commit).
+2. Entries of concurrent callers are committed together: while one batch is being written the
+   next one gathers, so throughput grows with load and each caller still waits for its own.
+3. The chain is extended under the `audit_head` row lock. Several processes may append to one
+   database; each batch re-reads the head and, if another process moved it, reloads the right
+   edge of the tree from `audit_nodes` before linking `prev_hash`.
+4. If a batch fails, every caller in it gets AuditUnavailable and nothing of it is kept in
+   memory; the next batch starts from the head in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from audit import tables
+from audit.merkle_state import NodeKey, completed_by, decomposition, leaf_hash, root_of
+from credcore.canonical import canonical_json
+from credcore.errors import AuditUnavailable
+
+GENESIS_PREV = "0" * 64
+
+
+@dataclass(frozen=True)
+class TreeHead:
+    size: int
+    root: bytes
+
+
+@dataclass
+class _Pending:
+    entry: dict[str, Any]
+    future: asyncio.Future[int]
+
+
+def _ts_us(entry: dict[str, Any]) -> int:
+    when = dt.datetime.fromisoformat(str(entry["time"]).replace("Z", "+00:00"))
+    return int(when.timestamp() * 1_000_000)
+
+
+class AuditWriter:
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = 1024) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._pending: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._size = -1  # unknown until the first batch reads the head
+        self._prev = GENESIS_PREV
+        self._edge: dict[NodeKey, bytes] = {}  # the perfect subtrees of the current tree
+        self._head_listeners: list[Callable[[TreeHead], None]] = []
+        self.batches = 0
+
+    async def start(self) -> None:
+        async with self._engine.begin() as conn:
+            await conn.run_sync(tables.metadata.create_all)
+            if (await conn.execute(select(tables.head.c.size))).first() is None:
+                await conn.execute(insert(tables.head).values(id=1, size=0, last_hash=GENESIS_PREV))
+        self._task = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def close(self) -> None:
+        # Drain what is queued: callers are waiting for it and data depends on it.
+        while self._pending:
+            await asyncio.sleep(0.005)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def on_head(self, listener: Callable[[TreeHead], None]) -> None:
+        """Call `listener` with the new tree head after each committed batch."""
+        self._head_listeners.append(listener)
+
+    async def append(self, entry: dict[str, Any]) -> int:
+        """Make `entry` durable and return its index; raises AuditUnavailable otherwise."""
+        if self._task is None or self._task.done():
+            raise AuditUnavailable("The audit log is not running, so nothing can be released.")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(dict(entry), future))
+        self._wakeup.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: list[_Pending]) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                size, prev, edge = await self._load_head(conn)
+                rows, subject_rows, node_rows, new_edge, last = self._link(batch, size, prev, edge)
+                await conn.execute(insert(tables.entries), rows)
+                if subject_rows:
+                    await conn.execute(insert(tables.subjects), subject_rows)
+                if node_rows:
+                    await conn.execute(insert(tables.nodes), node_rows)
+                new_size = size + len(batch)
+                await conn.execute(
+                    update(tables.head).where(tables.head.c.id == 1).values(size=new_size, last_hash=last)
+                )
+        except (SQLAlchemyError, OSError) as exc:
+            self._size = -1  # resynchronise from the database next time
+            error = AuditUnavailable(f"The audit log could not record this request ({type(exc).__name__}).")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            return
+        except BaseException as exc:
+            self._size = -1
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(AuditUnavailable("The audit log failed; nothing is released."))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        self._size, self._prev, self._edge = new_size, last, new_edge
+        self.batches += 1
+        for offset, item in enumerate(batch):
+            if not item.future.done():
+                item.future.set_result(size + offset)
+        head = TreeHead(new_size, root_of(new_size, lambda lvl, i: new_edge[(lvl, i)]))
+        for listener in self._head_listeners:
+            listener(head)
+
+    async def _load_head(self, conn: AsyncConnection) -> tuple[int, str, dict[NodeKey, bytes]]:
+        query = select(tables.head.c.size, tables.head.c.last_hash).where(tables.head.c.id == 1)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = (await conn.execute(query)).one()
+        size, prev = int(row.size), str(row.last_hash)
+        if size == self._size and prev == self._prev:
+            return size, prev, self._edge
+        return size, prev, await load_edge(conn, size)
+
+    def _link(
+        self, batch: list[_Pending], size: int, prev: str, edge: dict[NodeKey, bytes]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], dict[NodeKey, bytes], str]:
+        known = dict(edge)
+        rows: list[dict[str, Any]] = []
+        subject_rows: list[dict[str, Any]] = []
+        node_rows: list[dict[str, Any]] = []
+        for offset, item in enumerate(batch):
+            index = size + offset
+            entry = item.entry
+            entry["prev_hash"] = prev
+            leaf = canonical_json(entry)
+            digest = leaf_hash(leaf)
+            known[(0, index)] = digest
+            for level, position, value in completed_by(index, digest, lambda lvl, i: known[(lvl, i)]):
+                known[(level, position)] = value
+                node_rows.append({"level": level, "idx": position, "hash": value})
+            rows.append(
+                {
+                    "idx": index,
+                    "leaf": leaf,
+                    "leaf_hash": digest,
+                    "ts_us": _ts_us(entry),
+                    "client_id": entry.get("client_id"),
+                    "decision": str(entry.get("decision", "")),
+                    "status": int(entry.get("status") or 0),
+                    "kind": str(entry.get("kind", "access")),
+                }
+            )
+            for code in sorted(set(entry.get("uscc") or ())):
+                subject_rows.append({"uscc": code, "idx": index})
+            prev = digest.hex()
+        new_size = size + len(batch)
+        new_edge = {key: known[key] for key in decomposition(new_size)}
+        return rows, subject_rows, node_rows, new_edge, prev
+
+
+async def load_edge(conn: AsyncConnection, size: int) -> dict[NodeKey, bytes]:
+    """Read the perfect subtrees of a tree of `size` leaves (O(log n) rows)."""
+    return await load_nodes(conn, decomposition(size))
+
+
+async def load_nodes(conn: AsyncConnection, keys: list[NodeKey]) -> dict[NodeKey, bytes]:
+    """Fetch node hashes by (level, index); level 0 is a leaf hash."""
+    found: dict[NodeKey, bytes] = {}
+    leaves = [index for level, index in keys if level == 0]
+    inner = [(level, index) for level, index in keys if level > 0]
+    if leaves:
+        query = select(tables.entries.c.idx, tables.entries.c.leaf_hash).where(tables.entries.c.idx.in_(leaves))
+        for row in await conn.execute(query):
+            found[(0, int(row.idx))] = bytes(row.leaf_hash)
+    for level in sorted({level for level, _ in inner}):
+        wanted = [index for lvl, index in inner if lvl == level]
+        query = select(tables.nodes.c.idx, tables.nodes.c.hash).where(
+            tables.nodes.c.level == level, tables.nodes.c.idx.in_(wanted)
+        )
+        for row in await conn.execute(query):
+            found[(level, int(row.idx))] = bytes(row.hash)
+    missing = [key for key in keys if key not in found]
+    if missing:
+        raise AuditUnavailable(f"The audit tree is missing node {missing[0]}; the store is damaged.")
+    return found

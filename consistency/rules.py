@@ -1,0 +1,386 @@
+"""The finding rules (CONTRACTS section 5), applied to one agency's records as they stream in.
+
+Pure: lines or records in (with their line numbers), findings out; the authority index and the
+grace period are given. For each agency record, in this order:
+
+1. not a JSON object, no valid key, or a bad value -> `malformed` (and nothing else is judged);
+2. a key already seen in this agency's snapshot -> `malformed` (a duplicate, naming the first line);
+3. no authority record with the key -> `not_in_authority`;
+4. compared fields that differ after normalization -> one `content_mismatch` listing them;
+5. another `disclosure_end` -> `duration_mismatch`;
+6. shown before `disclosure_start` -> `shown_before_disclosure`; shown past the grace after it
+   became due off -> `shown_after_removal` or `shown_after_expiry`, with the missed deadline;
+7. an ID number anywhere (for malformed records too) -> `pii_exposed`.
+
+At the end, every record the authority discloses at `as_of` that the agency did not show is
+`missing` (coverage, not a violation). Reports never repeat an ID number: values are masked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+from array import array
+from typing import Any
+
+from consistency.calendar import deadline
+from consistency.index import (
+    DISCLOSED,
+    END_ABSENT,
+    EXPIRED,
+    NOT_YET,
+    REMOVED,
+    SLOW,
+    STATE_MASK,
+    AuthorityIndex,
+    key_text,
+    raw_hash,
+)
+from consistency.normalize import (
+    BoundedMemo,
+    ValueProblem,
+    date_ordinal_cached,
+    norm_decision_number,
+    parse_instant,
+)
+from consistency.records import (
+    CODE_FIELDS,
+    RecordProblem,
+    comparable,
+    display,
+    is_personal_field,
+    key_of,
+    loads_line,
+    validate,
+)
+from credcore.codes import find_resident_ids, mask_resident_ids
+
+VIOLATION_CLASSES = (
+    "content_mismatch", "duration_mismatch", "shown_after_expiry", "shown_after_removal",
+    "shown_before_disclosure", "not_in_authority", "pii_exposed", "malformed",
+)
+FINDING_CLASSES = (*VIOLATION_CLASSES, "missing")
+
+# A cheap pre-filter for ID numbers in a raw UTF-8 line. One translate maps ASCII digits to "0",
+# the UTF-8 bytes of full-width digits (EF BC 90-99) to "EBD", the letters of a JSON escape of a
+# full-width form (\\uff..) to themselves, and everything else to a space. Then a run of 17 zeros
+# (credit codes blanked out first: they are not ID numbers), a full-width digit, an escaped
+# full-width form, or a field name ending in _id_number makes the line suspect, and it is then
+# scanned field by field after NFKC.
+def _mask_table() -> bytes:
+    table = bytearray(b" " * 256)
+    for byte in range(0x30, 0x3A):
+        table[byte] = 0x30
+    table[0xEF], table[0xBC] = ord("E"), ord("B")
+    for byte in range(0x90, 0x9A):
+        table[byte] = ord("D")
+    for char in "\\uUfF":
+        table[ord(char)] = ord(char.lower())
+    return bytes(table)
+
+
+_MASK = _mask_table()
+_END_MEMO = BoundedMemo(50_000)  # disclosure_end spelling -> day ordinal (valid ones only)
+_FAST_KINDS = frozenset(("penalty", "licence", "serious_untrustworthy"))
+_DIGIT_RUN = b"0" * 17
+
+
+def _pii_suspect(raw: bytes, record: dict[str, Any]) -> bool:
+    """False only when the raw line cannot hold an ID number outside its code fields."""
+    masked = raw.translate(_MASK)
+    if b"EBD" in masked or b"\\uff" in masked or b"_id_number" in raw:
+        return True
+    if _DIGIT_RUN not in masked:
+        return False
+    for name in CODE_FIELDS:  # credit codes often start with 17 digits: not ID numbers
+        code = record.get(name)
+        if type(code) is str and code:
+            raw = raw.replace(code.encode("utf-8"), b" ")
+    return _DIGIT_RUN in raw.translate(_MASK)
+
+
+class BadLine:
+    """A line that could not even be decoded; `reason` says why."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _key_dict(key: tuple[str, str, str]) -> dict[str, str]:
+    return {"kind": key[0], "uscc": key[1], "decision_number": key[2]}
+
+
+def _masked(value: Any) -> Any:
+    return mask_resident_ids(value) if isinstance(value, str) else display(value)
+
+
+def pii_fields(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The fields of an agency record that show a personal identity number (values masked)."""
+    exposed: list[dict[str, Any]] = []
+    for name, value in record.items():
+        if value is None or isinstance(value, dict | list | bool):
+            continue
+        text = value if isinstance(value, str) else str(value)
+        if not text.isascii():
+            text = unicodedata.normalize("NFKC", text)
+        if is_personal_field(name):
+            if text.strip():
+                exposed.append({"field": name, "authority": None, "agency": "*" * len(text)})
+        elif name not in CODE_FIELDS and find_resident_ids(text):
+            exposed.append({"field": name, "authority": None, "agency": mask_resident_ids(text)})
+    return exposed
+
+
+class AgencyCheck:
+    """Judges one agency's snapshot against the authority index."""
+
+    def __init__(self, name: str, index: AuthorityIndex, grace_working_days: int) -> None:
+        self.name = name
+        self.index = index
+        self.grace = grace_working_days
+        self.records = 0
+        self.findings: list[dict[str, Any]] = []
+        self._seen = array("i", bytes(4 * len(index)))  # first line showing each record
+        self._unmatched: dict[bytes, int] = {}
+
+    # --- input ---------------------------------------------------------------------------
+
+    def feed(self, line: int, payload: bytes | dict[str, Any] | BadLine) -> None:
+        """One item from a source: a raw UTF-8 line, a record parsed already, or a bad line."""
+        if type(payload) is bytes:
+            self.feed_line(line, payload)
+        elif isinstance(payload, BadLine):
+            self.records += 1
+            self._malformed(line, payload.reason)
+        else:
+            self.records += 1
+            self.feed_record(line, payload)
+
+    def feed_line(self, line: int, raw: bytes) -> None:
+        """A JSON Lines line (UTF-8 bytes, no line end). This is the hot path: a line whose
+        key is already in normal form and whose compared values are the authority's raw
+        values takes no normalization beyond its key."""
+        self.records += 1
+        try:
+            record = loads_line(raw)
+        except UnicodeDecodeError:
+            self._malformed(line, "the line is not valid UTF-8")
+            return
+        except ValueError as exc:
+            reason = getattr(exc, "msg", None) or str(exc)
+            column = getattr(exc, "colno", None)
+            where = f" at column {column}" if column else ""
+            self._malformed(line, f"not valid JSON ({reason}{where})")
+            return
+        if type(record) is not dict:
+            self._malformed(line, "a record must be a JSON object")
+            return
+        kind = record.get("kind")
+        uscc = record.get("uscc")
+        number = record.get("decision_number")
+        key: tuple[str, str, str] | None = None
+        if kind in _FAST_KINDS and type(uscc) is str and type(number) is str and (
+                uscc.isascii() and uscc.isalnum() and (uscc.isupper() or uscc.isdigit())):
+            number = norm_decision_number(number)
+            if number:
+                key = (kind, uscc, number)
+        if key is None:
+            try:
+                key = key_of(record)
+            except RecordProblem as problem:
+                self._malformed(line, str(problem), record=record)
+                return
+        ordinal = self.index.keys.get(f"{key[0]}\x1f{key[1]}\x1f{key[2]}")
+        if ordinal is None:
+            self._unknown(line, key, record)
+        else:
+            self._matched(line, key, ordinal, record)
+        if _pii_suspect(raw, record):
+            self._pii(line, key, record)
+
+    def feed_record(self, line: int, record: dict[str, Any]) -> None:
+        """One record parsed already (a CSV row, a record of a paged feed)."""
+        if not isinstance(record, dict):
+            self._malformed(line, "a record must be a JSON object")
+            return
+        try:
+            key = key_of(record)
+        except RecordProblem as problem:
+            self._malformed(line, str(problem), record=record)
+            return
+        ordinal = self.index.keys.get(key_text(*key))
+        if ordinal is None:
+            self._unknown(line, key, record)
+        else:
+            self._matched(line, key, ordinal, record)
+        self._pii(line, key, record)
+
+    def _unknown(self, line: int, key: tuple[str, str, str], record: dict[str, Any]) -> None:
+        try:
+            validate(record)
+        except RecordProblem as problem:
+            self._malformed(line, str(problem), key=key)
+            return
+        text = key_text(*key)
+        first = self._unmatched.get(text)
+        if first is not None:
+            self._malformed(line, f"duplicate key: the record on line {first} has it too", key=key)
+            return
+        self._unmatched[text] = line
+        self._add("not_in_authority", key=key, line=line)
+
+    def _matched(self, line: int, key: tuple[str, str, str], ordinal: int,
+                 record: dict[str, Any]) -> None:
+        index = self.index
+        authority: dict[str, Any] | None = None
+        fields: list[dict[str, Any]] = []
+        state = index.state[ordinal]
+        try:
+            if state & SLOW or raw_hash(key[0], record) != index.hashes[ordinal]:
+                validate(record)
+                authority = index.record(ordinal)
+                fields = self._differences(authority, record)
+            agency_end = None
+            end_value = record.get("disclosure_end")
+            if end_value is not None:
+                agency_end = _END_MEMO.get(end_value) if type(end_value) is str else None
+                if agency_end is None:
+                    agency_end = self._agency_end(record)
+                    if agency_end is not None and type(end_value) is str:
+                        _END_MEMO.put(end_value, agency_end)
+            if "disclosure_start" in record:
+                self._check_start(record)
+        except RecordProblem as problem:
+            self._malformed(line, str(problem), key=key)
+            return
+        first = self._seen[ordinal]
+        if first:
+            self._malformed(line, f"duplicate key: the record on line {first} has it too", key=key)
+            return
+        self._seen[ordinal] = line
+        state &= STATE_MASK
+        if not fields and state == DISCLOSED and (
+                agency_end is None or agency_end == index.end[ordinal]
+                or index.end[ordinal] == END_ABSENT):
+            return  # the common case: nothing to report
+        findings: list[tuple[str, list[dict[str, Any]], str | None]] = []
+        if fields:
+            findings.append(("content_mismatch", fields, None))
+        authority_end = index.end[ordinal]
+        if agency_end is not None and authority_end != END_ABSENT and agency_end != authority_end:
+            findings.append(("duration_mismatch", [self._end_field(ordinal, record)], None))
+        if state == NOT_YET:
+            findings.append(("shown_before_disclosure", [], None))
+        elif state in (REMOVED, EXPIRED) and index.as_of_day > index.due_off[ordinal]:
+            last_day = deadline(dt.date.fromordinal(index.due_off[ordinal]), self.grace)
+            if index.as_of_day > last_day.toordinal():
+                cls = "shown_after_removal" if state == REMOVED else "shown_after_expiry"
+                findings.append((cls, [], last_day.isoformat()))
+        if not findings:
+            return
+        if authority is None:
+            authority = index.record(ordinal)
+        for cls, found, last in findings:
+            if not found:
+                found = self._lifecycle_fields(cls, authority, record)
+            self._add(cls, key=key, record_id=authority.get("record_id"), line=line,
+                      fields=found, deadline=last)
+
+    # --- comparisons ---------------------------------------------------------------------
+
+    @staticmethod
+    def _differences(authority: dict[str, Any], record: dict[str, Any]) -> list[dict[str, Any]]:
+        theirs = comparable(authority)
+        ours = comparable(record)
+        return [
+            {"field": name, "authority": display(authority[name]),
+             "agency": _masked(record[name])}
+            for name, value in ours.items()
+            if name in theirs and theirs[name] != value
+        ]
+
+    @staticmethod
+    def _agency_end(record: dict[str, Any]) -> int | None:
+        """The agency's disclosure_end as a day ordinal; None when it does not state one."""
+        value = record.get("disclosure_end")
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        try:
+            return date_ordinal_cached(value)
+        except ValueProblem as problem:
+            raise RecordProblem(f"disclosure_end: {problem}") from None
+
+    @staticmethod
+    def _check_start(record: dict[str, Any]) -> None:
+        """An agency's disclosure_start is not compared, but an impossible one is malformed."""
+        value = record.get("disclosure_start")
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return
+        try:
+            date_ordinal_cached(value)
+        except ValueProblem:
+            try:
+                parse_instant(value)
+            except ValueProblem as problem:
+                raise RecordProblem(f"disclosure_start: {problem}") from None
+
+    def _end_field(self, ordinal: int, record: dict[str, Any]) -> dict[str, Any]:
+        authority = self.index.record(ordinal)
+        return {"field": "disclosure_end", "authority": authority.get("disclosure_end"),
+                "agency": display(record.get("disclosure_end"))}
+
+    @staticmethod
+    def _lifecycle_fields(cls: str, authority: dict[str, Any],
+                          record: dict[str, Any]) -> list[dict[str, Any]]:
+        names = {
+            "shown_before_disclosure": ("disclosure_start",),
+            "shown_after_removal": ("status", "removed_at"),
+            "shown_after_expiry": ("disclosure_end",),
+        }[cls]
+        return [{"field": name, "authority": display(authority.get(name)),
+                 "agency": display(record.get(name))} for name in names]
+
+    def _pii(self, line: int, key: tuple[str, str, str] | None, record: dict[str, Any]) -> None:
+        exposed = pii_fields(record)
+        if exposed:
+            self._add("pii_exposed", key=key, line=line, fields=exposed)
+
+    # --- findings ------------------------------------------------------------------------
+
+    def _malformed(self, line: int, reason: str, *, key: tuple[str, str, str] | None = None,
+                   record: dict[str, Any] | None = None) -> None:
+        self._add("malformed", key=key, line=line, reason=reason)
+        if record is not None:
+            self._pii(line, key, record)
+
+    def _add(self, cls: str, *, key: tuple[str, str, str] | None = None,
+             record_id: Any = None, line: int | None = None,
+             fields: list[dict[str, Any]] | None = None, deadline: str | None = None,
+             reason: str | None = None) -> None:
+        finding: dict[str, Any] = {"class": cls}
+        if key is not None:
+            finding["key"] = _key_dict(key)
+        if record_id is not None:
+            finding["record_id"] = record_id
+        if line is not None:
+            finding["line"] = line
+        if fields:
+            finding["fields"] = fields
+        if deadline is not None:
+            finding["deadline"] = deadline
+        if reason is not None:
+            finding["reason"] = reason
+        self.findings.append(finding)
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Add the `missing` findings (records disclosed at `as_of` the agency did not show)."""
+        index, seen = self.index, self._seen
+        for ordinal, state in enumerate(index.state):
+            if state & STATE_MASK == DISCLOSED and not seen[ordinal]:
+                authority = index.record(ordinal)
+                self._add("missing", key=key_of(authority),
+                          record_id=authority.get("record_id"))
+        return self.findings
+

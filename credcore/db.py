@@ -1,0 +1,61 @@
+"""One async SQLAlchemy engine per process, the same for SQLite and PostgreSQL.
+
+SQLite is opened in WAL mode with synchronous=FULL (a commit is on disk when it returns, which
+"no audit, no data" relies on) and every transaction starts with BEGIN IMMEDIATE, so a
+read-then-write transaction takes the write lock up front instead of failing mid-way when
+another process committed in between.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from credcore.errors import ConfigError
+
+_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+
+
+def async_url(url: str) -> str:
+    """`sqlite:///x.db` → `sqlite+aiosqlite:///x.db`, `postgresql://…` → `postgresql+asyncpg://…`."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # sqlalchemy raises ArgumentError; any parse failure is a config error
+        raise ConfigError(f"database URL {url!r} is not a valid SQLAlchemy URL.") from exc
+    driver = parsed.drivername
+    if driver in _DRIVERS:
+        parsed = parsed.set(drivername=_DRIVERS[driver])
+    elif driver not in _DRIVERS.values():
+        raise ConfigError(f"database URL {url!r}: only SQLite and PostgreSQL are supported.")
+    return parsed.render_as_string(hide_password=False)
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    engine = create_async_engine(async_url(url), **kwargs)
+    if is_sqlite(engine):
+        _sqlite_pragmas(engine)
+    return engine
+
+
+def _sqlite_pragmas(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

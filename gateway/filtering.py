@@ -1,0 +1,78 @@
+"""Minimum necessary: what of the store's answer may leave, per the operator's licence.
+
+Pure. The licence's field allow-list applies to each record (entity profiles, record lists,
+paged envelopes); envelope members (`uscc`, `records`, `next`) are kept. Bulk pages drop records
+of subjects outside the licensed regions. Then, as a second line of defence, any `*_id_number`
+key is removed and any GB 11643 resident ID number inside any string is masked: a field that a
+licence allows must still never carry a personal identity number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from credcore.codes import mask_resident_ids
+from policies.licence import region_matches
+
+ENVELOPE = frozenset({"uscc", "records", "next"})
+
+
+@dataclass
+class Released:
+    body: Any
+    fields: set[str] = field(default_factory=set)
+    stripped: set[str] = field(default_factory=set)
+    record_ids: list[str] = field(default_factory=list)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_resident_ids(value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items() if not k.endswith("_id_number")}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def _record(record: Any, allowed: frozenset[str], out: Released) -> dict[str, Any] | None:
+    if not isinstance(record, dict):
+        return None
+    kept: dict[str, Any] = {}
+    for key, value in record.items():
+        if key in allowed and not key.endswith("_id_number"):
+            kept[key] = _scrub(value)
+            out.fields.add(key)
+        else:
+            out.stripped.add(key)
+    rid = record.get("record_id") or record.get("jti")
+    if isinstance(rid, str):
+        out.record_ids.append(rid)
+    return kept
+
+
+def _in_regions(record: Any, prefixes: Iterable[str]) -> bool:
+    code = record.get("uscc") if isinstance(record, dict) else None
+    if not isinstance(code, str) or len(code) != 18:
+        return False
+    return any(region_matches(code[2:8], prefix) for prefix in prefixes)
+
+
+def filter_body(body: Any, allowed: frozenset[str], *, bulk: bool, region_prefixes: Iterable[str] = ("*",)) -> Released:
+    """Keep only licensed fields; for bulk pages also only licensed regions."""
+    out = Released(body=None)
+    prefixes = tuple(region_prefixes)
+    if isinstance(body, dict) and isinstance(body.get("records"), list):
+        records = body["records"]
+        if bulk and "*" not in prefixes:
+            records = [r for r in records if _in_regions(r, prefixes)]
+        kept = [r for r in (_record(r, allowed, out) for r in records) if r is not None]
+        envelope = {k: _scrub(v) for k, v in body.items() if k in ENVELOPE and k != "records"}
+        out.body = {**envelope, "records": kept}
+    elif isinstance(body, dict):
+        out.body = _record(body, allowed, out) or {}
+    else:
+        out.body = {}
+    return out

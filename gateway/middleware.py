@@ -1,0 +1,100 @@
+"""The error boundary and the request limits.
+
+`error_middleware` is the one place that turns every error into the contract's body
+`{"error", "error_description"}`. For /v1 requests it answers through `release`, so a refusal
+is audited exactly like a success and carries its `Audit-Entry`. The process never dies on a
+request: an unexpected exception is logged and answered 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from opentelemetry.trace import SpanKind
+
+from credcore.errors import BadRequest, CredgateError, NotFound, RequestTooLarge
+from gateway.config import ServerSettings
+from gateway.release import AccessRecord, error_response, release_error
+from gateway.services import ACCESS, GATEWAY
+from gateway.tracing import extract, trace_id_hex
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def is_v1(request: web.Request) -> bool:
+    return request.raw_path == "/v1" or request.raw_path.startswith(("/v1/", "/v1?"))
+
+
+def check_limits(request: web.Request, limits: ServerSettings) -> None:
+    """413 / 414 / 431 before anything else looks at the request."""
+    if len(request.raw_path) > limits.max_url_bytes:
+        raise RequestTooLarge(f"The URL is longer than {limits.max_url_bytes} bytes.", status=414)
+    header_bytes = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
+    if header_bytes > limits.max_header_bytes:
+        raise RequestTooLarge(f"The request headers exceed {limits.max_header_bytes} bytes.", status=431)
+    if request.method in ("GET", "HEAD", "DELETE") and (request.body_exists or (request.content_length or 0) > 0):
+        raise RequestTooLarge(f"A {request.method} request must not carry a body.", status=413)
+    if (request.content_length or 0) > limits.max_body_bytes:
+        raise RequestTooLarge(f"The request body is larger than {limits.max_body_bytes} bytes.", status=413)
+    if "\x00" in request.raw_path or "%00" in request.raw_path:
+        raise BadRequest("The URL contains a NUL byte.")
+
+
+def _from_http(exc: web.HTTPException) -> CredgateError:
+    if exc.status == 404:
+        return NotFound("No such resource.")
+    if exc.status == 405:
+        return BadRequest("This method is not allowed here.", status=405)
+    if exc.status == 413:
+        return RequestTooLarge("The request body is too large.")
+    return CredgateError(exc.reason or "The request failed.", status=exc.status)
+
+
+def error_middleware() -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
+        gw = request.app[GATEWAY]
+        if not is_v1(request):
+            try:
+                check_limits(request, gw.settings.server)
+                return await handler(request)
+            except CredgateError as exc:
+                return error_response(exc)
+            except web.HTTPException as exc:
+                if exc.status < 400:
+                    raise
+                return error_response(_from_http(exc))
+            except Exception:  # the process never dies on a request; the trace goes to the log
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                return error_response(CredgateError("The gateway failed to handle the request."))
+
+        record = AccessRecord(
+            method=request.method,
+            path=request.path[:512],
+            query=request.query_string[:512],
+            purpose=(request.headers.get("X-Purpose") or "").strip()[:64] or None,
+        )
+        request[ACCESS] = record
+        name = f"{request.method} /v1"
+        with gw.tracer.start_as_current_span(name, kind=SpanKind.SERVER, context=extract(request.headers)) as span:
+            record.trace_id = trace_id_hex(span)
+            try:
+                check_limits(request, gw.settings.server)
+                response = await handler(request)
+                span.set_attribute("http.status_code", response.status)
+                return response
+            except CredgateError as exc:
+                error = exc
+            except web.HTTPException as exc:
+                error = _from_http(exc)
+            except Exception:
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                error = CredgateError("The gateway failed to handle the request.")
+            span.set_attribute("http.status_code", error.status)
+            span.set_attribute("credgate.error", error.code)
+            return await release_error(gw.audit, gw.clock, record, error)
+
+    return impl

@@ -1,0 +1,119 @@
+"""The /v1 request pipeline. The handler reads like the path of a request:
+
+route + code → token → suspension → licence → quota → store → field filter → audit → response
+
+Each stage is one call that either returns what the next needs or raises a credgate error with
+its status; the error middleware answers (and audits) a refusal, `release` answers a success.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+from opentelemetry.trace import Tracer
+
+from credcore.errors import BadRequest, Forbidden, InvalidParameter, InvalidToken
+from gateway.filtering import Released, filter_body
+from gateway.licensing import Grant, LicenceDenied
+from gateway.oauth import AccessClaims
+from gateway.release import AccessRecord, json_bytes, release
+from gateway.routes import Route, match_route
+from gateway.services import ACCESS, GATEWAY, Services
+from gateway.tracing import inject
+
+DATA_SCOPE = "data:read"
+_CURSOR = re.compile(r"^[A-Za-z0-9_=-]{1,200}$")
+
+
+def bearer_token(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("A bearer access token is required (Authorization: Bearer <token>).")
+    return token.strip()
+
+
+def check_token(gw: Services, request: web.Request, record: AccessRecord) -> AccessClaims:
+    claims = gw.verify_token(bearer_token(request))
+    record.client_id = claims.client_id
+    if DATA_SCOPE not in claims.scope:
+        raise Forbidden(f"The access token lacks the '{DATA_SCOPE}' scope.")
+    return claims
+
+
+def authorize(gw: Services, route: Route, record: AccessRecord) -> Grant:
+    if record.purpose is None:
+        record.purpose = gw.licensing.default_purpose(record.client_id or "")
+        record.purpose_declared = False
+    try:
+        grant = gw.licensing.authorize(record.client_id or "", route.dataset, record.purpose, route.uscc and route.uscc[2:8])
+    except LicenceDenied as denied:
+        record.reason = denied.description
+        raise
+    record.licence = grant.decision.licence_id
+    record.rule = list(grant.decision.rule or ())
+    record.reason = grant.decision.reason
+    return grant
+
+
+def paging(request: web.Request, route: Route, grant: Grant) -> dict[str, str]:
+    """The only query parameters forwarded: a well-formed cursor and a capped limit (bulk only)."""
+    if not route.bulk:
+        return {}
+    params: dict[str, str] = {}
+    cursor = request.query.get("cursor", "")
+    if cursor:
+        if not _CURSOR.match(cursor):
+            raise InvalidParameter("cursor", "The 'cursor' parameter is malformed.")
+        params["cursor"] = cursor
+    cap = grant.licence.quotas.page_size_max
+    raw = request.query.get("limit", "")
+    if raw:
+        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+            raise InvalidParameter("limit", "The 'limit' parameter must be an integer from 1 to 1000.")
+        params["limit"] = str(min(int(raw), cap))
+    else:
+        params["limit"] = str(min(100, cap))
+    return params
+
+
+def filter_released(route: Route, grant: Grant, body: object, record: AccessRecord) -> bytes:
+    released: Released = filter_body(
+        body, grant.fields(route.dataset), bulk=route.bulk, region_prefixes=grant.region_prefixes
+    )
+    record.fields = sorted(released.fields)
+    record.stripped = sorted(released.stripped)
+    record.records = released.record_ids
+    return json_bytes(released.body)
+
+
+async def v1_handler(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    record = request[ACCESS]
+    tracer: Tracer = gw.tracer
+    if request.method != "GET":
+        raise BadRequest("Only GET is allowed on /v1.", status=405)
+    with tracer.start_as_current_span("route"):
+        route = match_route(request.raw_path.partition("?")[0])
+        record.dataset, record.uscc = route.dataset, [route.uscc] if route.uscc else []
+    with tracer.start_as_current_span("token"):
+        check_token(gw, request, record)
+    with tracer.start_as_current_span("suspension"):
+        gw.licensing.check_suspension(record.client_id or "")
+    with tracer.start_as_current_span("authorization"):
+        grant = authorize(gw, route, record)
+        params = paging(request, route, grant)
+    with tracer.start_as_current_span("quota"):
+        await gw.licensing.consume(grant.licence)
+    with tracer.start_as_current_span("upstream"):
+        headers: dict[str, str] = {}
+        inject(headers)  # W3C traceparent, so the store's spans join this trace
+        if route.dataset == "recognitions":
+            body = await gw.recognitions(route.uscc or "")
+        else:
+            body = await gw.upstream.get_json(route.path, params, headers)
+    with tracer.start_as_current_span("filter"):
+        data = filter_released(route, grant, body, record)
+    with tracer.start_as_current_span("audit"):
+        return await release(gw.audit, gw.clock, record, status=200, body=data)

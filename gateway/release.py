@@ -1,0 +1,124 @@
+"""No audit, no data.
+
+This module is the only place that answers a /v1 request, allowed or denied. Rules:
+1. The audit entry is built from what is about to be released (status, fields, a SHA-256 of
+   the exact body bytes) and appended first; the response exists only after `append` has
+   returned the entry's index, i.e. after the entry is durable.
+2. If the append fails, the answer is 503 `audit_unavailable` with no data and no
+   `Audit-Entry` (there is no entry to point at).
+3. The append is shielded: an operator that disconnects mid-request cancels its handler, but
+   never its audit entry, so no request is left half-recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from credcore.clock import Clock, rfc3339
+from credcore.errors import AuditUnavailable, CredgateError
+
+
+class AuditSink(Protocol):
+    async def append(self, entry: dict[str, Any]) -> int: ...
+
+
+@dataclass
+class AccessRecord:
+    """What the audit entry of one /v1 request says; filled in stage by stage."""
+
+    method: str
+    path: str
+    query: str
+    purpose: str | None = None
+    purpose_declared: bool = True
+    client_id: str | None = None
+    uscc: list[str] = field(default_factory=list)
+    dataset: str | None = None
+    decision: str = "deny"
+    reason: str = ""
+    licence: str | None = None
+    rule: list[str] | None = None
+    fields: list[str] = field(default_factory=list)
+    stripped: list[str] = field(default_factory=list)
+    records: list[str] = field(default_factory=list)
+    trace_id: str | None = None
+
+    def entry(self, *, time: str, status: int, body: bytes | None, error: str | None) -> dict[str, Any]:
+        return {
+            "kind": "access",
+            "time": time,
+            "client_id": self.client_id,
+            "request": {"method": self.method, "path": self.path, "query": self.query, "purpose": self.purpose,
+                        "purpose_declared": self.purpose_declared},
+            "uscc": self.uscc,
+            "dataset": self.dataset,
+            "decision": self.decision,
+            "reason": self.reason,
+            "licence": self.licence,
+            "rule": self.rule,
+            "status": status,
+            "error": error,
+            "fields": self.fields,
+            "stripped": self.stripped,
+            "records": self.records,
+            "body_sha256": hashlib.sha256(body).hexdigest() if body else None,
+            "trace_id": self.trace_id,
+        }
+
+
+def json_bytes(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def error_headers(error: CredgateError) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if error.status == 401 or error.code == "insufficient_scope":
+        description = error.description.replace('"', "'")
+        headers["WWW-Authenticate"] = f'Bearer error="{error.code}", error_description="{description}"'
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return headers
+
+
+def error_response(error: CredgateError, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=error.status, body=json_bytes(error.body()), content_type="application/json",
+        headers={**error_headers(error), **(headers or {})},
+    )
+
+
+async def release(
+    sink: AuditSink, clock: Clock, record: AccessRecord, *, status: int, body: bytes,
+    headers: Mapping[str, str] | None = None, error: CredgateError | None = None,
+) -> web.Response:
+    """Append the entry, and only then build the response that carries it."""
+    if error is None:
+        record.decision = "allow"
+    else:
+        record.decision = "deny" if error.status < 500 else "error"
+        record.reason = record.reason or error.description
+        record.fields, record.records = [], []
+    entry = record.entry(time=rfc3339(clock.now()), status=status, body=body,
+                         error=error.code if error else None)
+    try:
+        index = await asyncio.shield(sink.append(entry))
+    except AuditUnavailable as exc:
+        return error_response(exc)
+    out = dict(headers or {})
+    out["Audit-Entry"] = str(index)
+    return web.Response(status=status, body=body, content_type="application/json", headers=out)
+
+
+async def release_error(sink: AuditSink, clock: Clock, record: AccessRecord, error: CredgateError) -> web.Response:
+    return await release(
+        sink, clock, record, status=error.status, body=json_bytes(error.body()),
+        headers=error_headers(error), error=error,
+    )

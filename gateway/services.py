@@ -1,0 +1,46 @@
+"""The shared objects of one gateway process, under typed application keys."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from audit.checkpointer import Checkpointer
+from audit.writer import AuditWriter
+from credcore.clock import Clock
+from gateway.config import Settings
+from gateway.licensing import Licensing
+from gateway.oauth import AccessClaims, OAuthService
+from gateway.release import AccessRecord
+from gateway.upstream import Upstream
+from policies.store import LicenceStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    engine: AsyncEngine
+    oauth: OAuthService
+    licence_store: LicenceStore
+    licensing: Licensing
+    upstream: Upstream
+    audit: AuditWriter
+    checkpointer: Checkpointer
+    tracer: Tracer
+    tracer_provider: TracerProvider
+    recognitions: Callable[[str], Awaitable[Any]]
+
+    def verify_token(self, token: str) -> AccessClaims:
+        return self.oauth.verifier().verify(token)
+
+
+GATEWAY = web.AppKey("gateway", Services)
+ACCESS = "credgate.access"  # request key of the AccessRecord of a /v1 request
+__all__ = ["ACCESS", "GATEWAY", "AccessRecord", "Services"]

@@ -1,0 +1,63 @@
+"""The one pooled client session to the public credit store, and the one place where the
+client library's errors become credgate's (`raise ... from exc`).
+
+The store's address comes from the configuration only; a request can choose the path among the
+fixed routes and two paging parameters, never a host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from credcore.errors import NotFound, UpstreamError, UpstreamTimeout
+
+MAX_UPSTREAM_BYTES = 16 * 1024 * 1024
+
+
+class Upstream:
+    def __init__(self, base_url: str, *, connect_timeout: float, read_timeout: float, pool_size: int) -> None:
+        self._base = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(
+            total=connect_timeout + read_timeout, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._pool_size = pool_size
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self._pool_size, keepalive_timeout=30)
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=self._timeout, auto_decompress=True, raise_for_status=False
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def get_json(self, path: str, params: Mapping[str, str], headers: Mapping[str, str]) -> Any:
+        """GET `path` from the store; the decoded JSON, or NotFound / UpstreamError / UpstreamTimeout."""
+        if self._session is None:
+            raise UpstreamError("The gateway has no connection to the public credit store.")
+        try:
+            async with self._session.get(self._base + path, params=params, headers=headers, allow_redirects=False) as resp:
+                if resp.status == 404:
+                    raise NotFound("No such entity in the public credit store.")
+                if resp.status != 200:
+                    raise UpstreamError(f"The public credit store answered {resp.status}.")
+                if resp.content_length is not None and resp.content_length > MAX_UPSTREAM_BYTES:
+                    raise UpstreamError("The public credit store's answer is too large.")
+                raw = await resp.content.read(MAX_UPSTREAM_BYTES + 1)
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise UpstreamTimeout("The public credit store did not answer in time.") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"The public credit store cannot be reached ({type(exc).__name__}).") from exc
+        if len(raw) > MAX_UPSTREAM_BYTES:
+            raise UpstreamError("The public credit store's answer is too large.")
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UpstreamError("The public credit store answered with something that is not JSON.") from exc
