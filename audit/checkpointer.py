@@ -19,9 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit import tables
 from audit.checkpoint import Checkpoint, format_checkpoint
-from audit.merkle_state import root_of
 from audit.note import NoteSigner
-from audit.writer import load_edge
+from audit.writer import load_frontier
 from credcore.clock import Clock, system_clock
 
 log = logging.getLogger(__name__)
@@ -132,8 +131,7 @@ class Checkpointer:
             if stored is not None:
                 self._latest = SignedCheckpoint(int(stored.size), bytes(stored.root), str(stored.note))
                 return self._latest
-            edge = await load_edge(conn, size)
-        root = root_of(size, lambda level, index: edge[(level, index)])
+            root = (await load_frontier(conn, size)).root()
         note = self._signer.sign(format_checkpoint(Checkpoint(self._origin, size, root)))
         signed = SignedCheckpoint(size, root, note)
         try:

@@ -18,9 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit import tables
-from audit.merkle_state import NodeKey
 from audit.rfc9162 import consistency_proof_from_nodes, inclusion_proof_from_nodes
-from audit.writer import load_nodes
+from audit.writer import load_nodes, needed_nodes
 from credcore.errors import InvalidParameter, NotFound
 
 MAX_ENTRIES = 1000
@@ -91,15 +90,8 @@ class AuditReader:
             ]
 
     async def _with_nodes(self, compute: Callable[[Callable[[int, int], bytes]], list[bytes]]) -> list[bytes]:
-        wanted: list[NodeKey] = []
-
-        def record(level: int, index: int) -> bytes:
-            wanted.append((level, index))
-            return b"\x00" * 32
-
-        compute(record)
         async with self._engine.connect() as conn:
-            found = await load_nodes(conn, sorted(set(wanted)))
+            found = await load_nodes(conn, needed_nodes(compute))
         return compute(lambda level, index: found[(level, index)])
 
     async def inclusion(self, index: int, tree_size: int) -> list[bytes]:

@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit import tables
-from audit.merkle_state import NodeKey, completed_by, decomposition, leaf_hash, root_of
+from audit.rfc9162 import Frontier, leaf_hash
 from credcore.canonical import canonical_json
 from credcore.errors import AuditUnavailable
 
@@ -59,7 +59,7 @@ class AuditWriter:
         self._task: asyncio.Task[None] | None = None
         self._size = -1  # unknown until the first batch reads the head
         self._prev = GENESIS_PREV
-        self._edge: dict[NodeKey, bytes] = {}  # the perfect subtrees of the current tree
+        self._frontier = Frontier()  # the right edge of the tree, to link and hash appends
         self._head_listeners: list[Callable[[TreeHead], None]] = []
         self.batches = 0
 
@@ -104,8 +104,8 @@ class AuditWriter:
     async def _commit_batch(self, batch: list[_Pending]) -> None:
         try:
             async with self._engine.begin() as conn:
-                size, prev, edge = await self._load_head(conn)
-                rows, subject_rows, node_rows, new_edge, last = self._link(batch, size, prev, edge)
+                size, prev, frontier = await self._load_head(conn)
+                rows, subject_rows, node_rows, last = self._link(batch, prev, frontier)
                 await conn.execute(insert(tables.entries), rows)
                 if subject_rows:
                     await conn.execute(insert(tables.subjects), subject_rows)
@@ -130,42 +130,44 @@ class AuditWriter:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        self._size, self._prev, self._edge = new_size, last, new_edge
+        self._size, self._prev, self._frontier = new_size, last, frontier
         self.batches += 1
         for offset, item in enumerate(batch):
             if not item.future.done():
                 item.future.set_result(size + offset)
-        head = TreeHead(new_size, root_of(new_size, lambda lvl, i: new_edge[(lvl, i)]))
+        head = TreeHead(new_size, frontier.root())
         for listener in self._head_listeners:
             listener(head)
 
-    async def _load_head(self, conn: AsyncConnection) -> tuple[int, str, dict[NodeKey, bytes]]:
+    async def _load_head(self, conn: AsyncConnection) -> tuple[int, str, Frontier]:
         query = select(tables.head.c.size, tables.head.c.last_hash).where(tables.head.c.id == 1)
         if conn.dialect.name == "postgresql":
             query = query.with_for_update()
         row = (await conn.execute(query)).one()
         size, prev = int(row.size), str(row.last_hash)
         if size == self._size and prev == self._prev:
-            return size, prev, self._edge
-        return size, prev, await load_edge(conn, size)
+            frontier = self._frontier
+        else:
+            frontier = await load_frontier(conn, size)
+        # Work on a copy: if the batch fails, the writer's own frontier is untouched.
+        return size, prev, Frontier.from_hashes(frontier.size, frontier.hashes)
 
     def _link(
-        self, batch: list[_Pending], size: int, prev: str, edge: dict[NodeKey, bytes]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], dict[NodeKey, bytes], str]:
-        known = dict(edge)
+        self, batch: list[_Pending], prev: str, frontier: Frontier
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], str]:
+        """Chain, hash and tree the batch onto `frontier` (which it advances)."""
         rows: list[dict[str, Any]] = []
         subject_rows: list[dict[str, Any]] = []
         node_rows: list[dict[str, Any]] = []
-        for offset, item in enumerate(batch):
-            index = size + offset
+        for item in batch:
+            index = frontier.size
             entry = item.entry
             entry["prev_hash"] = prev
             leaf = canonical_json(entry)
             digest = leaf_hash(leaf)
-            known[(0, index)] = digest
-            for level, position, value in completed_by(index, digest, lambda lvl, i: known[(lvl, i)]):
-                known[(level, position)] = value
-                node_rows.append({"level": level, "idx": position, "hash": value})
+            for level, position, value in frontier.append(digest):
+                if level:  # level 0 is the leaf hash, kept in audit_entries
+                    node_rows.append({"level": level, "idx": position, "hash": value})
             rows.append(
                 {
                     "idx": index,
@@ -181,14 +183,28 @@ class AuditWriter:
             for code in sorted(set(entry.get("uscc") or ())):
                 subject_rows.append({"uscc": code, "idx": index})
             prev = digest.hex()
-        new_size = size + len(batch)
-        new_edge = {key: known[key] for key in decomposition(new_size)}
-        return rows, subject_rows, node_rows, new_edge, prev
+        return rows, subject_rows, node_rows, prev
 
 
-async def load_edge(conn: AsyncConnection, size: int) -> dict[NodeKey, bytes]:
-    """Read the perfect subtrees of a tree of `size` leaves (O(log n) rows)."""
-    return await load_nodes(conn, decomposition(size))
+NodeKey = tuple[int, int]  # (level, index) of a perfect subtree; level 0 is a leaf
+
+
+def needed_nodes(compute: Callable[[Callable[[int, int], bytes]], object]) -> list[NodeKey]:
+    """The nodes a computation over `get_node` asks for (which never depends on their values)."""
+    wanted: list[NodeKey] = []
+
+    def record(level: int, index: int) -> bytes:
+        wanted.append((level, index))
+        return b"\x00" * 32
+
+    compute(record)
+    return sorted(set(wanted))
+
+
+async def load_frontier(conn: AsyncConnection, size: int) -> Frontier:
+    """The right edge of a tree of `size` leaves, from O(log n) stored nodes."""
+    found = await load_nodes(conn, needed_nodes(lambda get: Frontier.from_nodes(size, get)))
+    return Frontier.from_nodes(size, lambda level, index: found[(level, index)])
 
 
 async def load_nodes(conn: AsyncConnection, keys: list[NodeKey]) -> dict[NodeKey, bytes]:

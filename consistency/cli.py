@@ -101,8 +101,8 @@ def check_command(ctx: click.Context, authority: str, agencies: tuple[str, ...],
                   as_of: str | None, grace_working_days: int, fmt: str, output: str | None,
                   encoding: str | None, allow_unavailable: bool) -> None:
     """Compare agency snapshots with the authority's feed (CONTRACTS section 5)."""
-    clock: Clock = (ctx.obj or {}).get("clock", system_clock) if isinstance(
-        ctx.obj, dict) else system_clock
+    clock: Clock = ctx.obj.get("clock", system_clock) if isinstance(ctx.obj, dict) else (
+        system_clock)
     try:
         when = parse_as_of(as_of) if as_of else clock.now()
         pairs = [parse_agency(text) for text in agencies]
@@ -166,8 +166,8 @@ def watch_command(ctx: click.Context, config_path: str, once: bool) -> None:
     """Run the checks on a schedule, keep their history, expose Prometheus metrics."""
     from consistency.watch import load_config, run_watch
 
-    clock: Clock = ctx.obj.get("clock", system_clock) if isinstance(
-        ctx.obj, dict) else system_clock
+    clock: Clock = ctx.obj.get("clock", system_clock) if isinstance(ctx.obj, dict) else (
+        system_clock)
 
     def body() -> int:
         config = load_config(config_path)

@@ -92,10 +92,15 @@ def _pii_suspect(raw: bytes, record: dict[str, Any]) -> bool:
         return True
     if _DIGIT_RUN not in masked:
         return False
-    for name in CODE_FIELDS:  # credit codes often start with 17 digits: not ID numbers
-        code = record.get(name)
-        if type(code) is str and code:
-            raw = raw.replace(code.encode("utf-8"), b" ")
+    # Credit codes often start with 17 digits and are not ID numbers: blank out the code
+    # fields' values, exactly as many times as code fields hold them (the same digits in a
+    # free-text field would be an ID number).
+    codes = [code for name in CODE_FIELDS if type(code := record.get(name)) is str and code]
+    for code in set(codes):
+        quoted = b'"' + code.encode("utf-8") + b'"'
+        if raw.count(quoted) > codes.count(code):
+            return True
+        raw = raw.replace(quoted, b" ")
     return _DIGIT_RUN in raw.translate(_MASK)
 
 

@@ -6,11 +6,15 @@ stops them in reverse (the audit writer drains its queue before the engine is di
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from audit.checkpointer import Checkpointer, load_or_create_signer
 from audit.reader import AuditReader
@@ -30,7 +34,19 @@ from gateway.upstream import Upstream
 from policies.counters import LeasedCounter, RedisCounters, SQLCounters
 from policies.store import LicenceStore
 
+log = logging.getLogger(__name__)
+
 SCOPES = ("data:read", "audit:read", "admin", "crosstab:push", "crosstab:pull")
+
+
+async def _poll_revocations(oauth: OAuthService, interval: float) -> None:
+    """Pick up token revocations made by other gateway processes within `interval`."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await oauth.refresh_revocations()
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("revocation refresh failed: %s", exc)
 
 
 async def health(_request: web.Request) -> web.Response:
@@ -79,9 +95,13 @@ def build_app(settings: Settings, *, clock: Clock = system_clock,
             tracer=tracer, tracer_provider=provider, recognitions=no_recognitions,
         )
         app[READER] = AuditReader(engine)
+        poller = asyncio.create_task(_poll_revocations(oauth, settings.licensing.poll_interval))
         try:
             yield
         finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
             await checkpointer.close()
             await licensing.close()
             await upstream.close()

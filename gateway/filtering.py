@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from credcore.canonical import digest_json
 from credcore.codes import mask_resident_ids
 from policies.licence import region_matches
 
@@ -24,7 +25,9 @@ class Released:
     body: Any
     fields: set[str] = field(default_factory=set)
     stripped: set[str] = field(default_factory=set)
-    record_ids: list[str] = field(default_factory=list)
+    # One {"id", "sha256"} per released record: the digest of its canonical JSON as released,
+    # so a leaked copy (re-serialised or not) can be traced to the entries that released it.
+    records: list[dict[str, str]] = field(default_factory=list)
 
 
 def _scrub(value: Any) -> Any:
@@ -48,8 +51,8 @@ def _record(record: Any, allowed: frozenset[str], out: Released) -> dict[str, An
         else:
             out.stripped.add(key)
     rid = record.get("record_id") or record.get("jti")
-    if isinstance(rid, str):
-        out.record_ids.append(rid)
+    if isinstance(rid, str) or len(kept) > 1:
+        out.records.append({"id": rid if isinstance(rid, str) else "", "sha256": digest_json(kept)})
     return kept
 
 

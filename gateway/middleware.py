@@ -85,6 +85,7 @@ def error_middleware() -> Callable[[web.Request, Handler], Awaitable[web.StreamR
                 check_limits(request, gw.settings.server)
                 response = await handler(request)
                 span.set_attribute("http.status_code", response.status)
+                gw.observe(record, response.status)
                 return response
             except CredgateError as exc:
                 error = exc
@@ -95,6 +96,8 @@ def error_middleware() -> Callable[[web.Request, Handler], Awaitable[web.StreamR
                 error = CredgateError("The gateway failed to handle the request.")
             span.set_attribute("http.status_code", error.status)
             span.set_attribute("credgate.error", error.code)
-            return await release_error(gw.audit, gw.clock, record, error)
+            response = await release_error(gw.audit, gw.clock, record, error)
+            gw.observe(record, response.status)
+            return response
 
     return impl

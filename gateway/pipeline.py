@@ -84,7 +84,7 @@ def filter_released(route: Route, grant: Grant, body: object, record: AccessReco
     )
     record.fields = sorted(released.fields)
     record.stripped = sorted(released.stripped)
-    record.records = released.record_ids
+    record.records = released.records
     return json_bytes(released.body)
 
 

@@ -47,7 +47,7 @@ class AccessRecord:
     rule: list[str] | None = None
     fields: list[str] = field(default_factory=list)
     stripped: list[str] = field(default_factory=list)
-    records: list[str] = field(default_factory=list)
+    records: list[dict[str, str]] = field(default_factory=list)
     trace_id: str | None = None
 
     def entry(self, *, time: str, status: int, body: bytes | None, error: str | None) -> dict[str, Any]:

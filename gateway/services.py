@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -36,6 +36,13 @@ class Services:
     tracer: Tracer
     tracer_provider: TracerProvider
     recognitions: Callable[[str], Awaitable[Any]]
+    # Called with each /v1 request's record and final status once it is answered (for
+    # over-scope detection and metrics); an observer must not raise.
+    access_observers: list[Callable[[AccessRecord, int], None]] = field(default_factory=list)
+
+    def observe(self, record: AccessRecord, status: int) -> None:
+        for observer in self.access_observers:
+            observer(record, status)
 
     def verify_token(self, token: str) -> AccessClaims:
         return self.oauth.verifier().verify(token)

@@ -49,9 +49,11 @@ class Licence:
         return self.status == "active" and self.not_before <= now < self.not_after
 
     def to_json(self) -> dict[str, Any]:
+        return {"licence_id": self.licence_id, "client_id": self.client_id, **self.terms()}
+
+    def terms(self) -> dict[str, Any]:
+        """The licence as `parse_licence` reads it (without its ids)."""
         return {
-            "licence_id": self.licence_id,
-            "client_id": self.client_id,
             "datasets": {name: sorted(fields) for name, fields in sorted(self.datasets.items())},
             "purposes": sorted(self.purposes),
             "regions": list(self.regions),

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from credcore.errors import InvalidParameter
 from policies.licence import Licence, parse_licence
+
+log = logging.getLogger(__name__)
 
 metadata = MetaData()
 
@@ -73,10 +77,14 @@ class LicenceStore:
             version = int((await conn.execute(select(policy_version.c.version))).scalar_one())
             rows = (await conn.execute(select(licences.c.licence_id, licences.c.client_id, licences.c.body))).all()
             suspended = (await conn.execute(select(operators.c.client_id).where(operators.c.status == "suspended"))).all()
-        parsed = tuple(
-            parse_licence(json.loads(row.body), licence_id=row.licence_id, client_id=row.client_id) for row in rows
-        )
-        return Snapshot(version, parsed, frozenset(row.client_id for row in suspended))
+        parsed: list[Licence] = []
+        for row in rows:
+            try:
+                parsed.append(parse_licence(json.loads(row.body), licence_id=row.licence_id, client_id=row.client_id))
+            except (InvalidParameter, ValueError) as exc:
+                # A row that no longer parses grants nothing (fail closed), but must be seen.
+                log.error("licence %s is invalid and grants nothing: %s", row.licence_id, exc)
+        return Snapshot(version, tuple(parsed), frozenset(row.client_id for row in suspended))
 
     @staticmethod
     async def _bump(conn: AsyncConnection) -> None:
@@ -111,7 +119,7 @@ class LicenceStore:
             return dict(row._mapping) if row else None
 
     async def put_licence(self, licence: Licence, now: dt.datetime) -> None:
-        body = json.dumps(licence.to_json(), ensure_ascii=False, sort_keys=True)
+        body = json.dumps(licence.terms(), ensure_ascii=False, sort_keys=True)
         stamp = int(now.timestamp() * 1e6)
         async with self._engine.begin() as conn:
             exists = (await conn.execute(select(licences.c.licence_id).where(licences.c.licence_id == licence.licence_id))).first()

@@ -99,7 +99,6 @@ class OAuthService:
         token_lifetime: int = 300,
         scopes_supported: Sequence[str] = (),
     ) -> None:
-        check_issuer(issuer)
         if not audience:
             raise ConfigError("audience: the gateway's resource identifier must be set")
         if not 1 <= token_lifetime <= MAX_TOKEN_LIFETIME:
@@ -117,6 +116,7 @@ class OAuthService:
         self._verifier: TokenVerifier | None = None
         self._handlers: OAuthHandlers | None = None
         self._last_purge: float | None = None
+        self._routes: list[web.RouteDef] | None = None
         base = issuer.rstrip("/")
         self.token_endpoint = base + "/oauth/token"
         self._metadata = AuthorizationServerMetadata(
@@ -182,14 +182,21 @@ class OAuthService:
         await self.refresh_revocations()
 
     def routes(self) -> list[web.RouteDef]:
-        """The five endpoints; safe to mount before `start()` (they answer 503 until then)."""
-        return [
-            web.post("/oauth/token", self._token),
-            web.post("/oauth/introspect", self._introspect),
-            web.post("/oauth/revoke", self._revoke),
-            web.get("/.well-known/oauth-authorization-server", self._metadata_document),
-            web.get("/.well-known/jwks.json", self._jwks_document),
-        ]
+        """The five endpoints; safe to mount before `start()` (they answer 503 until then).
+
+        Serving them needs an issuer that is a real https (or loopback http) origin; a
+        service used only offline (admin commands on the database) may have any issuer.
+        """
+        if self._routes is None:
+            check_issuer(self.issuer)
+            self._routes = [
+                web.post("/oauth/token", self._token),
+                web.post("/oauth/introspect", self._introspect),
+                web.post("/oauth/revoke", self._revoke),
+                web.get("/.well-known/oauth-authorization-server", self._metadata_document),
+                web.get("/.well-known/jwks.json", self._jwks_document),
+            ]
+        return self._routes
 
     def verifier(self) -> TokenVerifier:
         if self._verifier is None:

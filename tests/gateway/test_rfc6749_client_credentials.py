@@ -296,18 +296,31 @@ async def test_status_changes_are_validated(oauth: Factory) -> None:
 @pytest.mark.parametrize(
     "options",
     [
-        {"issuer": "http://gateway.example"},  # plain http off loopback
-        {"issuer": "https://gateway.example/sub"},  # endpoints live at the root
         {"token_lifetime": 601},
         {"token_lifetime": 0},
         {"audience": ""},
     ],
 )
 def test_bad_settings_are_config_errors(options: dict[str, Any]) -> None:
-    """Insecure issuers, lifetimes over ten minutes and an empty audience fail at startup."""
+    """Lifetimes over ten minutes and an empty audience fail at construction."""
     settings = {"issuer": "https://gateway.example", "audience": AUDIENCE, **options}
     with pytest.raises(ConfigError):
         OAuthService(None, **settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    [
+        "http://gateway.example",  # plain http off loopback
+        "https://gateway.example/sub",  # the endpoints live at the root
+        "offline",  # fine for admin commands on the database, not for serving
+    ],
+)
+def test_serving_needs_a_secure_origin_as_issuer(issuer: str) -> None:
+    """Mounting the endpoints with an insecure or path-bearing issuer is a ConfigError."""
+    service = OAuthService(None, issuer=issuer, audience=AUDIENCE)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        service.routes()
 
 
 async def test_store_failure_is_503_not_a_crash(oauth: Factory) -> None:
