@@ -65,8 +65,8 @@ def authority_record(i: int, rng: random.Random) -> dict[str, object]:
     if record["kind"] == "penalty":
         record.update(
             violation_type=VIOLATIONS[i % 8],
-            violation_facts=f"当事人于{decided.year}年实施{VIOLATIONS[i % 8]}行为，涉案货值{i % 9000}元，"
-                            "违反了相关法律法规的规定。",
+            violation_facts=f"当事人于{decided.year}年实施{VIOLATIONS[i % 8]}行为，"
+                            f"涉案货值{i % 9000}元，违反了相关法律法规的规定。",
             legal_basis=BASES[i % 4], penalty_category="罚款",
             penalty_content=f"罚款人民币{(i % 50 + 1) / 10}万元",
             fine_amount=(i % 50 + 1) / 10, severity=("minor", "ordinary", "serious")[i % 3])

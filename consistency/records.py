@@ -185,7 +185,8 @@ _PENALTY_HEADERS = {
     "统一社会信用代码": "uscc", "行政相对人代码_1(统一社会信用代码)": "uscc",
     "行政相对人统一社会信用代码": "uscc", "cf_xdr_shxym": "uscc",
     "法定代表人": "legal_representative", "cf_frdb": "legal_representative",
-    "法定代表人证件类型": "legal_representative_id_type", "cf_fr_zjlx": "legal_representative_id_type",
+    "法定代表人证件类型": "legal_representative_id_type",
+    "cf_fr_zjlx": "legal_representative_id_type",
     "法定代表人证件号码": "legal_representative_id_number",
     "cf_fr_zjhm": "legal_representative_id_number",
     "行政处罚决定书文号": "decision_number", "cf_wsh": "decision_number",
@@ -233,7 +234,8 @@ _PENALTY_ONLY = frozenset(_PENALTY_HEADERS) - frozenset(_LICENCE_HEADERS) - {
     "行政相对人统一社会信用代码", "法定代表人", "法定代表人证件类型", "法定代表人证件号码",
 }
 _LICENCE_ONLY = frozenset(_LICENCE_HEADERS) - frozenset(_PENALTY_HEADERS)
-KIND_ALIASES = {"行政处罚": "penalty", "行政许可": "licence", "严重失信主体名单": "serious_untrustworthy"}
+KIND_ALIASES = {"行政处罚": "penalty", "行政许可": "licence",
+                "严重失信主体名单": "serious_untrustworthy"}
 # A fine column in yuan rather than 10,000 CNY: its plain numbers get the 元 suffix.
 _YUAN_HEADERS = frozenset({"罚款金额(元)"})
 

@@ -53,18 +53,14 @@ def detect_encoding(sample: bytes) -> str:
     """The encoding a sample unambiguously has: a BOM or valid UTF-8 -> UTF-8; else GB18030."""
     if sample.startswith(_BOM):
         return "utf-8"
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    try:
-        decoder.decode(sample, final=False)  # a character cut at the sample's end is fine
-        return "utf-8"
-    except UnicodeDecodeError:
-        pass
-    decoder = codecs.getincrementaldecoder("gb18030")()
-    try:
-        decoder.decode(sample, final=False)
-        return "gb18030"
-    except UnicodeDecodeError:
-        return "utf-8"  # neither: read as UTF-8 and let each bad line be reported
+    for encoding in ("utf-8", "gb18030"):
+        decoder = codecs.getincrementaldecoder(encoding)()
+        try:
+            decoder.decode(sample, final=False)  # a character cut at the sample's end is fine
+            return encoding
+        except UnicodeDecodeError:
+            continue
+    return "utf-8"  # neither: read as UTF-8 and let each bad line be reported
 
 
 def _looks_like_csv(path: str, sample: bytes) -> bool:
@@ -82,7 +78,8 @@ class FileSource:
 
     def __init__(self, path: str, *, encoding: str | None = None,
                  fmt: str | None = None) -> None:
-        self.path = path
+        self.path: str | None = path
+        self.file = path
         self.label = path
         try:
             with open(path, "rb") as handle:
@@ -103,7 +100,7 @@ class FileSource:
         batch: list[Item] = []
         offset = 0
         try:
-            with open(self.path, "rb") as handle:
+            with open(self.file, "rb") as handle:
                 for number, raw in enumerate(handle, 1):
                     start = offset
                     offset += len(raw)
@@ -121,18 +118,18 @@ class FileSource:
                         yield batch
                         batch = []
         except OSError as exc:
-            raise SourceError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
+            raise SourceError(f"{self.file}: cannot read: {exc.strerror or exc}") from None
         if batch:
             yield batch
 
     def _csv(self) -> Iterator[list[Item]]:
         bad: list[tuple[int, str]] = []
         try:
-            with open(self.path, "rb") as handle:
+            with open(self.file, "rb") as handle:
                 lines = _decoded_lines(handle, self.encoding, bad)
                 yield from _csv_batches(lines, bad, self.label)
         except OSError as exc:
-            raise SourceError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
+            raise SourceError(f"{self.file}: cannot read: {exc.strerror or exc}") from None
 
 
 def _recode(body: bytes, encoding: str) -> bytes | BadLine:

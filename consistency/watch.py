@@ -19,6 +19,7 @@ for `--once` under cron). The config is TOML; relative paths in it are relative 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import tomllib
 from collections.abc import Callable
@@ -27,8 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
-from prometheus_client import generate_latest, write_to_textfile
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+    write_to_textfile,
+)
 
 from consistency.check import run_check
 from consistency.errors import SourceError
@@ -262,10 +269,8 @@ async def run_watch(config: WatchConfig, *, clock: Clock, once: bool = False,
             loop.add_signal_handler(sig, stop.set)
         while not stop.is_set():
             await watcher.run_cycle()
-            try:
+            with contextlib.suppress(TimeoutError):  # the interval passed: next cycle
                 await asyncio.wait_for(stop.wait(), timeout=config.interval_seconds)
-            except TimeoutError:
-                pass
         return 0
     finally:
         if runner is not None:

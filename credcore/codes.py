@@ -55,7 +55,7 @@ def validate_uscc(code: str) -> str:
     """Return `code` if it is a valid USCC, else raise InvalidUSCC with the reason."""
     problem = uscc_problem(code)
     if problem is not None:
-        raise InvalidUSCC(problem + ".")
+        raise InvalidUSCC(problem[0].upper() + problem[1:] + ".")
     return code
 
 

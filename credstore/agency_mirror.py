@@ -72,7 +72,9 @@ def _reformatted(record: Record) -> Record:
     return out
 
 
-def make_agency_snapshot(authority_records: list[Record], *, seed: int, as_of: date) -> list[Record]:
+def make_agency_snapshot(
+    authority_records: list[Record], *, seed: int, as_of: date
+) -> list[Record]:
     """The agency's records on `as_of`, with the four discrepancies described above."""
     rng = random.Random(seed)
     disclosed = [r for r in authority_records if _disclosed_on(r, as_of)]

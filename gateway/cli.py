@@ -77,83 +77,17 @@ def serve(config_path: Path) -> None:
     run(serve_forever())
 
 
-@main.group()
-def audit() -> None:
-    """Verify and query the audit log."""
+def _mount() -> None:
+    """Each package owns its command group; the top-level command only mounts them."""
+    from audit.cli import audit
+    from gateway.admin_cli import admin
 
-
-@audit.command("verify")
-@click.option("--url", help="Gateway base URL (authenticates as an auditor client).")
-@click.option("--db", help="SQLAlchemy URL of the gateway database, e.g. sqlite:///credgate.db.")
-@click.option("--key", "keys", multiple=True, help="Trusted note verifier key (repeatable).")
-@click.option("--client-id", envvar="CREDGATE_CLIENT_ID", help="Auditor client id (or CREDGATE_CLIENT_ID).")
-@click.option("--client-secret", envvar="CREDGATE_CLIENT_SECRET", help="Auditor secret (or CREDGATE_CLIENT_SECRET).")
-def audit_verify(url: str | None, db: str | None, keys: tuple[str, ...], client_id: str | None,
-                 client_secret: str | None) -> None:
-    """Verify every prev_hash link, the Merkle root and the checkpoint signature."""
-    from audit.verify import verify_database, verify_remote
-
-    if (url is None) == (db is None):
-        fail("give exactly one of --url or --db.")
-    try:
-        if url is not None:
-            if not client_id or not client_secret:
-                fail("--url needs auditor credentials: --client-id/--client-secret or CREDGATE_CLIENT_ID/SECRET.")
-            report = asyncio.run(verify_remote(url, client_id, client_secret, list(keys)))
-        else:
-            report = asyncio.run(verify_database(db or "", list(keys)))
-    except CredgateError as exc:
-        index = getattr(exc, "index", None)
-        where = f" (first bad index {index})" if index is not None else ""
-        click.echo(f"audit log NOT verified{where}: {exc.description}", err=True)
-        sys.exit(1)
-    click.echo(report)
-
-
-@main.group()
-def admin() -> None:
-    """Emergency response: suspend or resume operators, revoke their tokens."""
-
-
-def _admin_call(db: str, action: str, client_id: str, reason: str) -> None:
-    from gateway.offline import admin_action
-
-    run(admin_action(db, action, client_id, reason))
-    click.echo(f"{action}: {client_id}")
-
-
-@admin.command("suspend")
-@click.argument("client_id")
-@click.option("--reason", required=True)
-@click.option("--db", required=True, help="SQLAlchemy URL of the gateway database.")
-def admin_suspend(client_id: str, reason: str, db: str) -> None:
-    """Suspend an operator on every gateway process within a second."""
-    _admin_call(db, "suspend", client_id, reason)
-
-
-@admin.command("resume")
-@click.argument("client_id")
-@click.option("--reason", default="resumed")
-@click.option("--db", required=True, help="SQLAlchemy URL of the gateway database.")
-def admin_resume(client_id: str, reason: str, db: str) -> None:
-    """Lift a suspension (the operator must request new tokens)."""
-    _admin_call(db, "resume", client_id, reason)
-
-
-@admin.command("revoke-tokens")
-@click.argument("client_id")
-@click.option("--reason", default="tokens revoked")
-@click.option("--db", required=True, help="SQLAlchemy URL of the gateway database.")
-def admin_revoke(client_id: str, reason: str, db: str) -> None:
-    """Revoke every token issued to an operator so far."""
-    _admin_call(db, "revoke-tokens", client_id, reason)
-
-
-def _mount_optional() -> None:
-    with contextlib.suppress(ImportError):
+    main.add_command(audit)
+    main.add_command(admin)
+    with contextlib.suppress(ImportError):  # consistency is being built alongside
         from consistency.cli import consistency
 
         main.add_command(consistency)
 
 
-_mount_optional()
+_mount()

@@ -73,6 +73,14 @@ class TracingSettings:
 
 
 @dataclass
+class CrosstabSettings:
+    enabled: bool = False
+    region: str = ""  # our GB/T 2260 division code, e.g. "310000"
+    domestic_regions: str = ""  # comma-separated division codes that count as domestic
+    max_batch: int = 500
+
+
+@dataclass
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -82,6 +90,7 @@ class Settings:
     quotas: QuotaSettings = field(default_factory=QuotaSettings)
     licensing: LicensingSettings = field(default_factory=LicensingSettings)
     tracing: TracingSettings = field(default_factory=TracingSettings)
+    crosstab: CrosstabSettings = field(default_factory=CrosstabSettings)
 
     @property
     def issuer(self) -> str:

@@ -45,7 +45,10 @@ class Services:
             observer(record, status)
 
     def verify_token(self, token: str) -> AccessClaims:
-        return self.oauth.verifier().verify(token)
+        """A valid token of a suspended operator is refused as suspended (403), not revoked (401)."""
+        return self.oauth.verifier().verify(
+            token, before_revocation=lambda claims: self.licensing.check_suspension(claims.client_id)
+        )
 
 
 GATEWAY = web.AppKey("gateway", Services)

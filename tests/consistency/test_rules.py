@@ -186,8 +186,12 @@ def test_pii_id_number_in_text(check: Check, f: SimpleNamespace, spell: Any) -> 
 
 def test_all_digit_credit_code_is_not_pii(check: Check, f: SimpleNamespace) -> None:
     """A credit code that is also a valid-looking ID number is not PII in a code field."""
-    from credcore.codes import is_resident_id, is_valid_uscc, resident_id_check_char
-    from credcore.codes import uscc_check_char
+    from credcore.codes import (
+        is_resident_id,
+        is_valid_uscc,
+        resident_id_check_char,
+        uscc_check_char,
+    )
 
     bodies = (f"51010419850312{seq:03d}" for seq in range(1000))
     body = next(b for b in bodies if uscc_check_char(b) == resident_id_check_char(b))

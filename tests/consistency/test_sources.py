@@ -42,7 +42,8 @@ def test_bom_crlf_and_blank_lines(f: SimpleNamespace, tmp_path: Path) -> None:
     """A BOM, CRLF line ends, blank lines and a stray mid-file BOM change nothing."""
     records = [f.record(n) for n in range(1, 4)]
     lines = [f.shown(r) for r in records]
-    text = "\ufeff" + f"{_json(lines[0])}\r\n\r\n   \r\n\ufeff{_json(lines[1])}\r\n{_json(lines[2])}"
+    first, second, third = (_json(line) for line in lines)
+    text = f"\ufeff{first}\r\n\r\n   \r\n\ufeff{second}\r\n{third}"
     agency = tmp_path / "agency.jsonl"
     agency.write_bytes(text.encode("utf-8"))
     assert [line for line, _, _ in items(FileSource(str(agency)))] == [1, 4, 5]
