@@ -25,6 +25,8 @@ import unicodedata
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from credcore.clock import CST
+
 # NFKC folds （）［］ into ()[], so after it only three pairs are left to unify.
 _BRACKETS = str.maketrans({"(": "〔", ")": "〕", "[": "〔", "]": "〕", "【": "〔", "】": "〕"})
 
@@ -122,8 +124,6 @@ def amount_text(amount: Decimal) -> str:
 
 def parse_instant(value: Any) -> dt.datetime:
     """An RFC 3339 time; a date alone (any accepted spelling) means 00:00 China Standard Time."""
-    from credcore.clock import CST
-
     text = norm_text(value)
     try:
         return dt.datetime.combine(parse_date(text), dt.time(), CST)

@@ -19,7 +19,6 @@ At the end, every record the authority discloses at `as_of` that the agency did 
 from __future__ import annotations
 
 import datetime as dt
-import unicodedata
 from array import array
 from typing import Any
 
@@ -43,66 +42,24 @@ from consistency.normalize import (
     norm_decision_number,
     parse_instant,
 )
+from consistency.pii import pii_fields, suspect
 from consistency.records import (
-    CODE_FIELDS,
     RecordProblem,
     comparable,
     display,
-    is_personal_field,
     key_of,
     loads_line,
     validate,
 )
-from credcore.codes import find_resident_ids, mask_resident_ids
+from credcore.codes import mask_resident_ids
 
 VIOLATION_CLASSES = (
     "content_mismatch", "duration_mismatch", "shown_after_expiry", "shown_after_removal",
     "shown_before_disclosure", "not_in_authority", "pii_exposed", "malformed",
 )
 FINDING_CLASSES = (*VIOLATION_CLASSES, "missing")
-
-# A cheap pre-filter for ID numbers in a raw UTF-8 line. One translate maps ASCII digits to "0",
-# the UTF-8 bytes of full-width digits (EF BC 90-99) to "EBD", the letters of a JSON escape of a
-# full-width form (\\uff..) to themselves, and everything else to a space. Then a run of 17 zeros
-# (credit codes blanked out first: they are not ID numbers), a full-width digit, an escaped
-# full-width form, or a field name ending in _id_number makes the line suspect, and it is then
-# scanned field by field after NFKC.
-def _mask_table() -> bytes:
-    table = bytearray(b" " * 256)
-    for byte in range(0x30, 0x3A):
-        table[byte] = 0x30
-    table[0xEF], table[0xBC] = ord("E"), ord("B")
-    for byte in range(0x90, 0x9A):
-        table[byte] = ord("D")
-    for char in "\\uUfF":
-        table[ord(char)] = ord(char.lower())
-    return bytes(table)
-
-
-_MASK = _mask_table()
 _END_MEMO = BoundedMemo(50_000)  # disclosure_end spelling -> day ordinal (valid ones only)
 _FAST_KINDS = frozenset(("penalty", "licence", "serious_untrustworthy"))
-_DIGIT_RUN = b"0" * 17
-
-
-def _pii_suspect(raw: bytes, record: dict[str, Any]) -> bool:
-    """False only when the raw line cannot hold an ID number outside its code fields."""
-    masked = raw.translate(_MASK)
-    if b"EBD" in masked or b"\\uff" in masked or b"_id_number" in raw:
-        return True
-    if _DIGIT_RUN not in masked:
-        return False
-    # Credit codes often start with 17 digits and are not ID numbers: blank out the code
-    # fields' values, exactly as many times as code fields hold them (the same digits in a
-    # free-text field would be an ID number).
-    codes = [code for name in CODE_FIELDS if type(code := record.get(name)) is str and code]
-    for code in set(codes):
-        quoted = b'"' + code.encode("utf-8") + b'"'
-        if raw.count(quoted) > codes.count(code):
-            return True
-        raw = raw.replace(quoted, b" ")
-    return _DIGIT_RUN in raw.translate(_MASK)
-
 
 class BadLine:
     """A line that could not even be decoded; `reason` says why."""
@@ -119,23 +76,6 @@ def _key_dict(key: tuple[str, str, str]) -> dict[str, str]:
 
 def _masked(value: Any) -> Any:
     return mask_resident_ids(value) if isinstance(value, str) else display(value)
-
-
-def pii_fields(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The fields of an agency record that show a personal identity number (values masked)."""
-    exposed: list[dict[str, Any]] = []
-    for name, value in record.items():
-        if value is None or isinstance(value, dict | list | bool):
-            continue
-        text = value if isinstance(value, str) else str(value)
-        if not text.isascii():
-            text = unicodedata.normalize("NFKC", text)
-        if is_personal_field(name):
-            if text.strip():
-                exposed.append({"field": name, "authority": None, "agency": "*" * len(text)})
-        elif name not in CODE_FIELDS and find_resident_ids(text):
-            exposed.append({"field": name, "authority": None, "agency": mask_resident_ids(text)})
-    return exposed
 
 
 class AgencyCheck:
@@ -202,7 +142,7 @@ class AgencyCheck:
             self._unknown(line, key, record)
         else:
             self._matched(line, key, ordinal, record)
-        if _pii_suspect(raw, record):
+        if suspect(raw, record):
             self._pii(line, key, record)
 
     def feed_record(self, line: int, record: dict[str, Any]) -> None:
