@@ -146,9 +146,7 @@ class ChainResult:
     last_hash: str
 
 
-def verify_chain(
-    leaves: Iterable[bytes], start_index: int = 0, prev_hash: str = GENESIS_PREV
-) -> ChainResult:
+def verify_chain(leaves: Iterable[bytes], start_index: int = 0, prev_hash: str = GENESIS_PREV) -> ChainResult:
     """Check every leaf is a canonical entry linked to the one before; raise at the first
     that is not. Pass `start_index`/`prev_hash` from a previous result to go on in pages."""
     hashes: list[bytes] = []
@@ -182,9 +180,7 @@ def _link_error(index: int, got: object, expected: str) -> VerificationError:
     )
 
 
-def verify_log(
-    leaves: Iterable[bytes], checkpoint_note: str, verifiers: Sequence[NoteVerifier]
-) -> int:
+def verify_log(leaves: Iterable[bytes], checkpoint_note: str, verifiers: Sequence[NoteVerifier]) -> int:
     """Verify a whole log against its signed checkpoint; return the number of entries.
 
     Checks, in order: the chain (first bad index), the checkpoint signature and format,
@@ -194,17 +190,18 @@ def verify_log(
     cp = verify_checkpoint(checkpoint_note, verifiers)
     if cp.size > chain.size:
         raise VerificationError(
-            f"log truncated/rolled back: checkpoint covers {cp.size} entries "
-            f"but log has {chain.size}",
+            f"log truncated/rolled back: checkpoint covers {cp.size} entries but log has {chain.size}",
             index=chain.size,
         )
     if root_from_hashes(chain.leaf_hashes[: cp.size]) != cp.root:
+        if cp.size == 0:
+            raise VerificationError("the signed checkpoint of the empty log has a root other than SHA-256('')")
         # The chain is intact, so whatever changed ends at entry size-1: had a change
         # ended earlier, the next entry's prev_hash would have caught it above.
         last = cp.size - 1
         raise VerificationError(
             f"entry {last}: the Merkle root of entries 0..{last} does not match the signed "
             f"checkpoint; entry {last} (and perhaps earlier ones, re-linked) was rewritten",
-            index=last if cp.size else None,
+            index=last,
         )
     return chain.size

@@ -68,19 +68,14 @@ def parse_checkpoint(text: str) -> Checkpoint:
         raise VerificationError(f"checkpoint line 1 (origin) {problem}")
     if not _DECIMAL.fullmatch(size_line) or int(size_line) > MAX_TREE_SIZE:
         raise VerificationError(
-            f"checkpoint line 2 (tree size) {size_line!r} is not a decimal uint64 "
-            "without leading zeros"
+            f"checkpoint line 2 (tree size) {size_line!r} is not a decimal uint64 without leading zeros"
         )
     try:
         root = base64.b64decode(root_line.encode("ascii"), validate=True)
     except (ValueError, binascii.Error):
-        raise VerificationError(
-            f"checkpoint line 3 (root hash) {root_line!r} is not base64"
-        ) from None
+        raise VerificationError(f"checkpoint line 3 (root hash) {root_line!r} is not base64") from None
     if len(root) != HASH_SIZE or base64.b64encode(root).decode() != root_line:
-        raise VerificationError(
-            f"checkpoint line 3 (root hash) is not the base64 of a {HASH_SIZE}-byte hash"
-        )
+        raise VerificationError(f"checkpoint line 3 (root hash) is not the base64 of a {HASH_SIZE}-byte hash")
     for n, line in enumerate(extensions, 4):
         if not line:
             raise VerificationError(f"checkpoint line {n} (extension) is empty")
@@ -101,7 +96,6 @@ def verify_checkpoint(note: str, verifiers: Sequence[NoteVerifier]) -> Checkpoin
     cp = parse_checkpoint(verified.text)
     if cp.origin not in verified.names:
         raise VerificationError(
-            f"checkpoint origin {cp.origin!r} is not the name of a key that signed it "
-            f"({', '.join(verified.names)})"
+            f"checkpoint origin {cp.origin!r} is not the name of a key that signed it ({', '.join(verified.names)})"
         )
     return cp

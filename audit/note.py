@@ -160,9 +160,7 @@ def parse_signer_key(skey: str) -> NoteSigner:
     return signer
 
 
-def generate_signer(
-    name: str, token_bytes: Callable[[int], bytes] = secrets.token_bytes
-) -> NoteSigner:
+def generate_signer(name: str, token_bytes: Callable[[int], bytes] = secrets.token_bytes) -> NoteSigner:
     """A new signer; `token_bytes` is injected so tests can make it deterministic."""
     return NoteSigner(name, Ed25519PrivateKey.from_private_bytes(token_bytes(32)))
 

@@ -52,9 +52,7 @@ def root_from_hashes(leaf_hashes: Sequence[bytes]) -> bytes:
         return EMPTY_ROOT
     level = list(leaf_hashes)
     while len(level) > 1:
-        paired = [
-            _sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)
-        ]
+        paired = [_sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
         if len(level) % 2:
             paired.append(level[-1])
         level = paired
@@ -131,15 +129,13 @@ def consistency_proof_from_nodes(first: int, second: int, get_node: NodeGetter) 
         else:
             proof.append(_range_hash(lo, lo + k, get_node))
             lo, m, whole_old_tree = lo + k, m - k, False
-    if not whole_old_tree:  # the verifier already knows the old root; otherwise send it
+    if not whole_old_tree:  # SUBPROOF's b=false: this node is not the old root the verifier holds
         proof.append(_range_hash(lo, hi, get_node))
     proof.reverse()
     return proof
 
 
-def perfect_nodes_completed_by(
-    leaf_index: int, leaf_hash: bytes, get_node: NodeGetter
-) -> list[Node]:
+def perfect_nodes_completed_by(leaf_index: int, leaf_hash: bytes, get_node: NodeGetter) -> list[Node]:
     """The perfect nodes that appending leaf `leaf_index` completes: the leaf itself
     (level 0) and each ancestor whose last leaf it is, read siblings via `get_node`."""
     nodes = [(0, leaf_index, leaf_hash)]
@@ -183,9 +179,7 @@ def _check_hashes(kind: str, hashes: Sequence[bytes]) -> None:
             raise VerificationError(f"{kind} hash {i} is {len(h)} bytes, not {HASH_SIZE}")
 
 
-def verify_inclusion(
-    leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
-) -> None:
+def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> None:
     """RFC 9162 §2.1.3.2: check that `leaf_hash` is leaf `index` of the tree `root`."""
     if not 0 <= index < size:
         raise VerificationError(f"leaf index {index} is not in a tree of size {size}")
@@ -204,14 +198,10 @@ def verify_inclusion(
     if sn != 0:
         raise VerificationError(f"inclusion proof has {len(proof)} hashes: too few")
     if r != root:
-        raise VerificationError(
-            f"inclusion proof for leaf {index} does not lead to the root of size {size}"
-        )
+        raise VerificationError(f"inclusion proof for leaf {index} does not lead to the root of size {size}")
 
 
-def verify_consistency(
-    first: int, second: int, first_root: bytes, second_root: bytes, proof: Sequence[bytes]
-) -> None:
+def verify_consistency(first: int, second: int, first_root: bytes, second_root: bytes, proof: Sequence[bytes]) -> None:
     """RFC 9162 §2.1.4.2: check that tree `second_root` extends tree `first_root`."""
     if not 0 <= first <= second:
         raise VerificationError(f"tree size {first} cannot precede tree size {second}")

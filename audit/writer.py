@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from credcore.canonical import canonical_json
 from credcore.errors import AuditUnavailable
 
 GENESIS_PREV = "0" * 64
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class AuditWriter:
         self._prev = GENESIS_PREV
         self._frontier = Frontier()  # the right edge of the tree, to link and hash appends
         self._head_listeners: list[Callable[[TreeHead], None]] = []
+        self._idle = asyncio.Event()  # set while nothing is queued or being committed
+        self._idle.set()
         self.batches = 0
 
     async def start(self) -> None:
@@ -71,13 +75,20 @@ class AuditWriter:
         self._task = asyncio.create_task(self._run(), name="audit-writer")
 
     async def close(self) -> None:
-        # Drain what is queued: callers are waiting for it and data depends on it.
-        while self._pending:
-            await asyncio.sleep(0.005)
+        # Drain what is queued and what is being committed: callers are waiting for it and data
+        # depends on it. A writer task that has died drains nothing, so it is not waited for.
+        if self._task is not None and not self._task.done() and not self._idle.is_set():
+            idle = asyncio.ensure_future(self._idle.wait())
+            await asyncio.wait({idle, self._task}, return_when=asyncio.FIRST_COMPLETED)
+            idle.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        leftover, self._pending = self._pending, []
+        for item in leftover:
+            if not item.future.done():
+                item.future.set_exception(AuditUnavailable("The audit log is closed, so nothing can be released."))
 
     def on_head(self, listener: Callable[[TreeHead], None]) -> None:
         """Call `listener` with the new tree head after each committed batch."""
@@ -89,6 +100,7 @@ class AuditWriter:
             raise AuditUnavailable("The audit log is not running, so nothing can be released.")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(dict(entry), future))
+        self._idle.clear()
         self._wakeup.set()
         return await future
 
@@ -100,21 +112,23 @@ class AuditWriter:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
                 await self._commit_batch(batch)
+            self._idle.set()
 
     async def _commit_batch(self, batch: list[_Pending]) -> None:
         try:
             async with self._engine.begin() as conn:
                 size, prev, frontier = await self._load_head(conn)
-                rows, subject_rows, node_rows, last = self._link(batch, prev, frontier)
-                await conn.execute(insert(tables.entries), rows)
-                if subject_rows:
-                    await conn.execute(insert(tables.subjects), subject_rows)
-                if node_rows:
-                    await conn.execute(insert(tables.nodes), node_rows)
-                new_size = size + len(batch)
-                await conn.execute(
-                    update(tables.head).where(tables.head.c.id == 1).values(size=new_size, last_hash=last)
-                )
+                linked, rows, subject_rows, node_rows, last = self._link(batch, prev, frontier)
+                if linked:
+                    await conn.execute(insert(tables.entries), rows)
+                    if subject_rows:
+                        await conn.execute(insert(tables.subjects), subject_rows)
+                    if node_rows:
+                        await conn.execute(insert(tables.nodes), node_rows)
+                    new_size = size + len(linked)
+                    await conn.execute(
+                        update(tables.head).where(tables.head.c.id == 1).values(size=new_size, last_hash=last)
+                    )
         except (SQLAlchemyError, OSError) as exc:
             self._size = -1  # resynchronise from the database next time
             error = AuditUnavailable(f"The audit log could not record this request ({type(exc).__name__}).")
@@ -130,14 +144,19 @@ class AuditWriter:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
+        if not linked:
+            return
         self._size, self._prev, self._frontier = new_size, last, frontier
         self.batches += 1
-        for offset, item in enumerate(batch):
+        for offset, item in enumerate(linked):
             if not item.future.done():
                 item.future.set_result(size + offset)
         head = TreeHead(new_size, frontier.root())
         for listener in self._head_listeners:
-            listener(head)
+            try:
+                listener(head)
+            except Exception:  # a listener must never stop the writer
+                log.exception("audit head listener failed")
 
     async def _load_head(self, conn: AsyncConnection) -> tuple[int, str, Frontier]:
         query = select(tables.head.c.size, tables.head.c.last_hash).where(tables.head.c.id == 1)
@@ -154,36 +173,48 @@ class AuditWriter:
 
     def _link(
         self, batch: list[_Pending], prev: str, frontier: Frontier
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], str]:
-        """Chain, hash and tree the batch onto `frontier` (which it advances)."""
+    ) -> tuple[list[_Pending], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], str]:
+        """Chain, hash and tree the batch onto `frontier` (which it advances).
+
+        An entry that cannot be recorded (no RFC 3339 `time`, a value canonical JSON cannot
+        represent) fails its own caller with AuditUnavailable and is left out; it never costs
+        the other callers of the batch their entries."""
+        linked: list[_Pending] = []
         rows: list[dict[str, Any]] = []
         subject_rows: list[dict[str, Any]] = []
         node_rows: list[dict[str, Any]] = []
         for item in batch:
-            index = frontier.size
-            entry = item.entry
-            entry["prev_hash"] = prev
-            leaf = canonical_json(entry)
-            digest = leaf_hash(leaf)
-            for level, position, value in frontier.append(digest):
-                if level:  # level 0 is the leaf hash, kept in audit_entries
-                    node_rows.append({"level": level, "idx": position, "hash": value})
-            rows.append(
-                {
-                    "idx": index,
+            entry = {**item.entry, "prev_hash": prev}
+            try:
+                leaf = canonical_json(entry)
+                digest = leaf_hash(leaf)
+                ts_us = _ts_us(entry)
+                codes = sorted({str(code) for code in entry.get("uscc") or ()})
+                row: dict[str, Any] = {
+                    "idx": frontier.size,
                     "leaf": leaf,
                     "leaf_hash": digest,
-                    "ts_us": _ts_us(entry),
+                    "ts_us": ts_us,
                     "client_id": entry.get("client_id"),
                     "decision": str(entry.get("decision", "")),
                     "status": int(entry.get("status") or 0),
                     "kind": str(entry.get("kind", "access")),
                 }
-            )
-            for code in sorted(set(entry.get("uscc") or ())):
-                subject_rows.append({"uscc": code, "idx": index})
+            except (KeyError, TypeError, ValueError, OverflowError) as exc:
+                if not item.future.done():
+                    item.future.set_exception(
+                        AuditUnavailable(f"The audit entry cannot be recorded ({type(exc).__name__}).")
+                    )
+                continue
+            item.entry = entry
+            for level, position, value in frontier.append(digest):
+                if level:  # level 0 is the leaf hash, kept in audit_entries
+                    node_rows.append({"level": level, "idx": position, "hash": value})
+            rows.append(row)
+            subject_rows.extend({"uscc": code, "idx": row["idx"]} for code in codes)
+            linked.append(item)
             prev = digest.hex()
-        return rows, subject_rows, node_rows, prev
+        return linked, rows, subject_rows, node_rows, prev
 
 
 NodeKey = tuple[int, int]  # (level, index) of a perfect subtree; level 0 is a leaf

@@ -76,11 +76,14 @@ async def check_agency(name: str, source: Source, index: AuthorityIndex,
     """One agency's findings; a source that fails is reported unavailable, not raised."""
     result = AgencyResult(name=name, source=source.label)
     check = AgencyCheck(name, index, grace_working_days)
-    feed = check.feed
+    feed, feed_line = check.feed, check.feed_line
     try:
         async for batch in source.batches():
             for line, payload, _ in batch:
-                feed(line, payload)
+                if type(payload) is bytes:
+                    feed_line(line, payload)  # the hot path, without the dispatch
+                else:
+                    feed(line, payload)
             if progress:
                 progress(name, len(batch))
     except SourceError as exc:

@@ -23,12 +23,14 @@ from array import array
 from typing import Any
 
 from consistency.normalize import date_ordinal_cached, parse_instant
+from consistency.pii import values_hold_id
 from consistency.records import (
     FAST_FIELDS,
     KNOWN_FIELDS,
     RecordProblem,
     is_personal_field,
     lifecycle_problem,
+    start_day,
     validate,
 )
 from credcore.clock import CST, cst_date
@@ -36,7 +38,8 @@ from credcore.clock import CST, cst_date
 DISCLOSED, NOT_YET, REMOVED, EXPIRED = 0, 1, 2, 3
 END_ABSENT, END_NULL = 0, -1  # disclosure_end codes besides a date ordinal
 SLOW = 0x80  # state flag: the record has fields the fast path does not cover
-STATE_MASK = 0x7F
+HOLDS_ID = 0x40  # state flag: one of its compared values holds an ID number
+STATE_MASK = 0x3F
 
 
 def key_text(kind: str, uscc: str, decision_number: str) -> str:
@@ -96,6 +99,7 @@ class AuthorityIndex:
         self.due_off = array("i")
         self.start = array("i")
         self.end = array("i")
+        self.disclosed = array("i")  # ordinals of the records disclosed at as_of, in order
         self.duplicates: list[dict[str, Any]] = []
 
     def __len__(self) -> int:
@@ -123,8 +127,13 @@ class AuthorityIndex:
         self.hashes.append(raw_hash(kind, record))
         state, due_off, start, end = self._lifecycle(record)
         known = KNOWN_FIELDS[kind]
-        if any(name not in known and not is_personal_field(name) for name in record):
+        if not record.keys() <= known and any(
+                name not in known and not is_personal_field(name) for name in record):
             state |= SLOW
+        if values_hold_id(record, FAST_FIELDS[kind]):
+            state |= HOLDS_ID
+        if state & STATE_MASK == DISCLOSED:  # only these can be `missing`
+            self.disclosed.append(len(self.state))
         self.state.append(state)
         self.due_off.append(due_off)
         self.start.append(start)
@@ -142,7 +151,7 @@ class AuthorityIndex:
         start_value = record.get("disclosure_start")
         start = 0
         if start_value is not None and not (isinstance(start_value, str) and not start_value):
-            start = cst_date(parse_instant(start_value)).toordinal()
+            start = start_day(start_value)
         removed_value = record.get("removed_at")
         removed = parse_instant(removed_value) if removed_value is not None else None
         # Due off at the earlier of removed_at and the end of the disclosure_end day (CST).

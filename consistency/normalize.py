@@ -30,6 +30,7 @@ from credcore.clock import CST
 # NFKC folds （）［］ into ()[], so after it only three pairs are left to unify.
 _BRACKETS = str.maketrans({"(": "〔", ")": "〕", "[": "〔", "]": "〕", "【": "〔", "】": "〕"})
 
+_OTHER_BRACKET = re.compile(r"[()\[\]【】]").search
 _DATE_SEPARATED = re.compile(r"^(\d{4})([-/.])(\d{1,2})\2(\d{1,2})$")
 _DATE_COMPACT = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 _DATE_CHINESE = re.compile(r"^(\d{4}) ?年 ?(\d{1,2}) ?月 ?(\d{1,2}) ?日$")
@@ -70,7 +71,12 @@ def norm_code(value: Any) -> str:
 
 def norm_decision_number(value: Any) -> str:
     """A decision number: text normalization, then every bracket pair written 〔〕."""
-    return norm_text(value).translate(_BRACKETS)
+    text = value if type(value) is str else as_text(value)
+    if not text.isascii() and not unicodedata.is_normalized("NFKC", text):
+        text = unicodedata.normalize("NFKC", text)
+    text = " ".join(text.split())
+    # Most numbers already use 〔〕: a search is much cheaper than a translate.
+    return text.translate(_BRACKETS) if _OTHER_BRACKET(text) else text
 
 
 def parse_date(value: Any) -> dt.date:
@@ -175,3 +181,24 @@ def date_ordinal_cached(value: Any) -> int:
         _date_memo.put(value, ordinal)
         return ordinal
     return parse_date(value).toordinal()
+
+
+_amount_memo = BoundedMemo(50_000)
+
+
+def amount_cached(value: Any) -> Decimal:
+    """`parse_amount(value)`, memoized for strings and floats (fines recur); ValueProblem."""
+    if type(value) is str or type(value) is float:
+        found = _amount_memo.get(value)
+        if found is not None:
+            if isinstance(found, ValueProblem):
+                raise found
+            return found  # type: ignore[no-any-return]
+        try:
+            amount = parse_amount(value)
+        except ValueProblem as problem:
+            _amount_memo.put(value, problem)
+            raise
+        _amount_memo.put(value, amount)
+        return amount
+    return parse_amount(value)

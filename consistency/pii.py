@@ -47,18 +47,51 @@ def suspect(raw: bytes, record: dict[str, Any]) -> bool:
     masked = raw.translate(_MASK)
     if b"EBD" in masked or b"\\uff" in masked or b"_id_number" in raw:
         return True
-    if _DIGIT_RUN not in masked:
+    runs = masked.count(_DIGIT_RUN)
+    if not runs:
         return False
-    # Credit codes often start with 17 digits and are not ID numbers: blank out the code
-    # fields' values, exactly as many times as code fields hold them (the same digits in a
-    # free-text field would be an ID number).
-    codes = [code for name in CODE_FIELDS if type(code := record.get(name)) is str and code]
-    for code in set(codes):
-        quoted = b'"' + code.encode("utf-8") + b'"'
-        if raw.count(quoted) > codes.count(code):
+    # Credit codes often start with 17 digits and are not ID numbers. JSON values are always
+    # apart (quotes between them), so each code field accounts for at most one run; any run
+    # beyond those is in another value.
+    codes = 0
+    for name in CODE_FIELDS:
+        code = record.get(name)
+        if type(code) is str and code[:17].isdigit():
+            codes += 1
+    return runs > codes
+
+
+def _holds_id(value: Any) -> bool:
+    if type(value) is not str:
+        if value is None or isinstance(value, dict | list | bool):
+            return False
+        value = str(value)
+    if len(value) < 17:
+        return False
+    if not value.isascii():
+        value = unicodedata.normalize("NFKC", value)
+    return bool(find_resident_ids(value))
+
+
+def values_hold_id(record: dict[str, Any], fields: tuple[str, ...]) -> bool:
+    """True when one of `fields` (code fields aside) holds an ID number (authority records)."""
+    return any(_holds_id(record.get(name)) for name in fields if name not in CODE_FIELDS)
+
+
+def others_exposed(record: dict[str, Any], covered: frozenset[str]) -> bool:
+    """True when a field outside `covered` shows an ID number. The checker's fast path uses it:
+    the covered fields' values are the authority's, which are known to hold none."""
+    for name in record.keys() - covered:
+        value = record[name]
+        if value is None or (type(value) is str and len(value) < 17
+                             and not name.endswith("_id_number")):
+            continue  # too short to hold an ID number, and not a personal field
+        if is_personal_field(name):
+            if value is not None and str(value).strip():
+                return True
+        elif name not in CODE_FIELDS and _holds_id(value):
             return True
-        raw = raw.replace(quoted, b" ")
-    return _DIGIT_RUN in raw.translate(_MASK)
+    return False
 
 
 def pii_fields(record: dict[str, Any]) -> list[dict[str, Any]]:

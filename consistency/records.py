@@ -15,20 +15,22 @@ codes (CF_* for penalties, XK_* for licences); `map_headers` turns them into our
 
 from __future__ import annotations
 
+import json
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from consistency.normalize import (
     ValueProblem,
+    amount_cached,
     as_text,
+    date_ordinal_cached,
     norm_code,
     norm_decision_number,
     norm_text,
-    parse_amount,
-    parse_date,
     parse_instant,
 )
+from credcore.clock import CST
 
 KINDS = ("penalty", "licence", "serious_untrustworthy")
 STATUSES = ("disclosed", "repaired", "withdrawn")
@@ -63,18 +65,19 @@ _NOT_COMPARED = LIFECYCLE_FIELDS | frozenset(KEY_FIELDS) | {"disclosure_end"}
 KNOWN_FIELDS = {kind: _NOT_COMPARED | frozenset(fields) for kind, fields in FAST_FIELDS.items()}
 ALL_KNOWN_FIELDS = _NOT_COMPARED | frozenset(COMPARED_FIELDS)
 
-try:  # orjson parses a line three times faster than the json module; it is optional
-    import orjson
+def _stdlib_loads(raw: bytes) -> Any:
+    """A JSON value from one line's UTF-8 bytes (ValueError when it is not JSON)."""
+    return json.loads(raw.decode("utf-8"))
 
-    def loads_line(raw: bytes) -> Any:
-        """A JSON value from one line's UTF-8 bytes (ValueError when it is not JSON)."""
-        return orjson.loads(raw)
+
+# orjson parses a line about twice as fast as the json module; it is optional.
+loads_line: Callable[[bytes], Any] = _stdlib_loads
+try:
+    from orjson import loads as _orjson_loads
 except ImportError:  # pragma: no cover - depends on the environment
-    import json
-
-    def loads_line(raw: bytes) -> Any:
-        """A JSON value from one line's UTF-8 bytes (ValueError when it is not JSON)."""
-        return json.loads(raw.decode("utf-8"))
+    pass
+else:
+    loads_line = _orjson_loads
 
 
 class RecordProblem(ValueError):
@@ -111,16 +114,20 @@ def normalize_value(name: str, value: Any) -> Any:
         if name in DATE_FIELDS:
             if isinstance(value, str) and not value.strip():
                 return None
-            return parse_date(value).toordinal()
+            return date_ordinal_cached(value)
         if name in AMOUNT_FIELDS:
             if isinstance(value, str) and not value.strip():
                 return None
-            return parse_amount(value)
+            return amount_cached(value)
         if name in CODE_FIELDS:
             return norm_code(value) or None
         return norm_text(value) or None
     except ValueProblem as problem:
         raise RecordProblem(f"{name}: {problem}") from None
+
+
+_SCALARS = (str, int, float, bool)
+_CHECKED = DATE_FIELDS | AMOUNT_FIELDS
 
 
 def validate(record: Any) -> tuple[str, str, str]:
@@ -133,18 +140,29 @@ def validate(record: Any) -> tuple[str, str, str]:
         raise RecordProblem("a record must be a JSON object")
     key = key_of(record)
     for name, value in record.items():
-        if value is None or name == "removed_at" or name == "status":
-            continue  # the authority's lifecycle is checked by lifecycle_problem
-        if isinstance(value, dict | list):
+        if value is None:
+            continue
+        if type(value) not in _SCALARS:
+            if name in ("removed_at", "status"):
+                continue  # the authority's lifecycle is checked by lifecycle_problem
             raise RecordProblem(f"{name}: must be a string, a number or null")
-        if name == "disclosure_start":
-            try:
-                parse_instant(value)
-            except ValueProblem as problem:
-                raise RecordProblem(f"{name}: {problem}") from None
-        elif name in DATE_FIELDS or name in AMOUNT_FIELDS:
+        if name in _CHECKED:
             normalize_value(name, value)
+        elif name == "disclosure_start":
+            start_day(value)
     return key
+
+
+def start_day(value: Any) -> int:
+    """The CST day ordinal of a disclosure_start: a date, or an RFC 3339 time."""
+    try:
+        return date_ordinal_cached(value)
+    except ValueProblem:
+        pass
+    try:
+        return parse_instant(value).astimezone(CST).toordinal()
+    except ValueProblem as problem:
+        raise RecordProblem(f"disclosure_start: {problem}") from None
 
 
 def comparable(record: Mapping[str, Any]) -> dict[str, Any]:

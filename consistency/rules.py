@@ -23,10 +23,12 @@ from array import array
 from typing import Any
 
 from consistency.calendar import deadline
+from consistency.compare import agency_end, check_start, differences, lifecycle_fields
 from consistency.index import (
     DISCLOSED,
     END_ABSENT,
     EXPIRED,
+    HOLDS_ID,
     NOT_YET,
     REMOVED,
     SLOW,
@@ -37,21 +39,17 @@ from consistency.index import (
 )
 from consistency.normalize import (
     BoundedMemo,
-    ValueProblem,
-    date_ordinal_cached,
     norm_decision_number,
-    parse_instant,
 )
-from consistency.pii import pii_fields, suspect
+from consistency.pii import others_exposed, pii_fields, suspect
 from consistency.records import (
+    FAST_FIELDS,
     RecordProblem,
-    comparable,
     display,
     key_of,
     loads_line,
     validate,
 )
-from credcore.codes import mask_resident_ids
 
 VIOLATION_CLASSES = (
     "content_mismatch", "duration_mismatch", "shown_after_expiry", "shown_after_removal",
@@ -59,6 +57,9 @@ VIOLATION_CLASSES = (
 )
 FINDING_CLASSES = (*VIOLATION_CLASSES, "missing")
 _END_MEMO = BoundedMemo(50_000)  # disclosure_end spelling -> day ordinal (valid ones only)
+# Fields whose values the fast path has matched to the authority's, per kind.
+_COVERED = {kind: frozenset(fields) | {"kind", "uscc", "decision_number"}
+            for kind, fields in FAST_FIELDS.items()}
 _FAST_KINDS = frozenset(("penalty", "licence", "serious_untrustworthy"))
 
 class BadLine:
@@ -72,10 +73,6 @@ class BadLine:
 
 def _key_dict(key: tuple[str, str, str]) -> dict[str, str]:
     return {"kind": key[0], "uscc": key[1], "decision_number": key[2]}
-
-
-def _masked(value: Any) -> Any:
-    return mask_resident_ids(value) if isinstance(value, str) else display(value)
 
 
 class AgencyCheck:
@@ -137,11 +134,28 @@ class AgencyCheck:
             except RecordProblem as problem:
                 self._malformed(line, str(problem), record=record)
                 return
-        ordinal = self.index.keys.get(f"{key[0]}\x1f{key[1]}\x1f{key[2]}")
+        index = self.index
+        ordinal = index.keys.get(f"{key[0]}\x1f{key[1]}\x1f{key[2]}")
+        if ordinal is not None and index.state[ordinal] == DISCLOSED and not self._seen[
+                ordinal] and raw_hash(key[0], record) == index.hashes[ordinal]:
+            # The commonest case, inlined: a disclosed record shown with the authority's
+            # values. Only the stated end and the fields beyond the compared ones are left.
+            end = record.get("disclosure_end")
+            if (end is None or (type(end) is str and _END_MEMO.get(end) == index.end[ordinal])
+                    ) and "disclosure_start" not in record:
+                self._seen[ordinal] = line
+                if others_exposed(record, _COVERED[key[0]]):
+                    self._pii(line, key, record)
+                return
         if ordinal is None:
             self._unknown(line, key, record)
-        else:
-            self._matched(line, key, ordinal, record)
+        elif self._matched(line, key, ordinal, record) and not (
+                self.index.state[ordinal] & HOLDS_ID):
+            # The compared values are the authority's, which hold no ID number: only the
+            # agency's other fields can.
+            if others_exposed(record, _COVERED[key[0]]):
+                self._pii(line, key, record)
+            return
         if suspect(raw, record):
             self._pii(line, key, record)
 
@@ -177,44 +191,47 @@ class AgencyCheck:
         self._add("not_in_authority", key=key, line=line)
 
     def _matched(self, line: int, key: tuple[str, str, str], ordinal: int,
-                 record: dict[str, Any]) -> None:
+                 record: dict[str, Any]) -> bool:
+        """Judge a record the authority has; True when its compared values are the
+        authority's raw values (the fast path)."""
         index = self.index
         authority: dict[str, Any] | None = None
         fields: list[dict[str, Any]] = []
         state = index.state[ordinal]
+        fast = not state & SLOW and raw_hash(key[0], record) == index.hashes[ordinal]
         try:
-            if state & SLOW or raw_hash(key[0], record) != index.hashes[ordinal]:
+            if not fast:
                 validate(record)
                 authority = index.record(ordinal)
-                fields = self._differences(authority, record)
-            agency_end = None
+                fields = differences(authority, record)
+            stated_end = None
             end_value = record.get("disclosure_end")
             if end_value is not None:
-                agency_end = _END_MEMO.get(end_value) if type(end_value) is str else None
-                if agency_end is None:
-                    agency_end = self._agency_end(record)
-                    if agency_end is not None and type(end_value) is str:
-                        _END_MEMO.put(end_value, agency_end)
+                stated_end = _END_MEMO.get(end_value) if type(end_value) is str else None
+                if stated_end is None:
+                    stated_end = agency_end(record)
+                    if stated_end is not None and type(end_value) is str:
+                        _END_MEMO.put(end_value, stated_end)
             if "disclosure_start" in record:
-                self._check_start(record)
+                check_start(record)
         except RecordProblem as problem:
             self._malformed(line, str(problem), key=key)
-            return
+            return False
         first = self._seen[ordinal]
         if first:
             self._malformed(line, f"duplicate key: the record on line {first} has it too", key=key)
-            return
+            return False
         self._seen[ordinal] = line
         state &= STATE_MASK
         if not fields and state == DISCLOSED and (
-                agency_end is None or agency_end == index.end[ordinal]
+                stated_end is None or stated_end == index.end[ordinal]
                 or index.end[ordinal] == END_ABSENT):
-            return  # the common case: nothing to report
+            return fast  # the common case: nothing to report
         findings: list[tuple[str, list[dict[str, Any]], str | None]] = []
         if fields:
             findings.append(("content_mismatch", fields, None))
         authority_end = index.end[ordinal]
-        if agency_end is not None and authority_end != END_ABSENT and agency_end != authority_end:
+        if stated_end is not None and authority_end != END_ABSENT and stated_end != authority_end:
             findings.append(("duration_mismatch", [self._end_field(ordinal, record)], None))
         if state == NOT_YET:
             findings.append(("shown_before_disclosure", [], None))
@@ -224,68 +241,20 @@ class AgencyCheck:
                 cls = "shown_after_removal" if state == REMOVED else "shown_after_expiry"
                 findings.append((cls, [], last_day.isoformat()))
         if not findings:
-            return
+            return fast
         if authority is None:
             authority = index.record(ordinal)
         for cls, found, last in findings:
             if not found:
-                found = self._lifecycle_fields(cls, authority, record)
+                found = lifecycle_fields(cls, authority, record)
             self._add(cls, key=key, record_id=authority.get("record_id"), line=line,
                       fields=found, deadline=last)
-
-    # --- comparisons ---------------------------------------------------------------------
-
-    @staticmethod
-    def _differences(authority: dict[str, Any], record: dict[str, Any]) -> list[dict[str, Any]]:
-        theirs = comparable(authority)
-        ours = comparable(record)
-        return [
-            {"field": name, "authority": display(authority[name]),
-             "agency": _masked(record[name])}
-            for name, value in ours.items()
-            if name in theirs and theirs[name] != value
-        ]
-
-    @staticmethod
-    def _agency_end(record: dict[str, Any]) -> int | None:
-        """The agency's disclosure_end as a day ordinal; None when it does not state one."""
-        value = record.get("disclosure_end")
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None
-        try:
-            return date_ordinal_cached(value)
-        except ValueProblem as problem:
-            raise RecordProblem(f"disclosure_end: {problem}") from None
-
-    @staticmethod
-    def _check_start(record: dict[str, Any]) -> None:
-        """An agency's disclosure_start is not compared, but an impossible one is malformed."""
-        value = record.get("disclosure_start")
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return
-        try:
-            date_ordinal_cached(value)
-        except ValueProblem:
-            try:
-                parse_instant(value)
-            except ValueProblem as problem:
-                raise RecordProblem(f"disclosure_start: {problem}") from None
+        return fast
 
     def _end_field(self, ordinal: int, record: dict[str, Any]) -> dict[str, Any]:
         authority = self.index.record(ordinal)
         return {"field": "disclosure_end", "authority": authority.get("disclosure_end"),
                 "agency": display(record.get("disclosure_end"))}
-
-    @staticmethod
-    def _lifecycle_fields(cls: str, authority: dict[str, Any],
-                          record: dict[str, Any]) -> list[dict[str, Any]]:
-        names = {
-            "shown_before_disclosure": ("disclosure_start",),
-            "shown_after_removal": ("status", "removed_at"),
-            "shown_after_expiry": ("disclosure_end",),
-        }[cls]
-        return [{"field": name, "authority": display(authority.get(name)),
-                 "agency": display(record.get(name))} for name in names]
 
     def _pii(self, line: int, key: tuple[str, str, str] | None, record: dict[str, Any]) -> None:
         exposed = pii_fields(record)
@@ -322,8 +291,8 @@ class AgencyCheck:
     def finish(self) -> list[dict[str, Any]]:
         """Add the `missing` findings (records disclosed at `as_of` the agency did not show)."""
         index, seen = self.index, self._seen
-        for ordinal, state in enumerate(index.state):
-            if state & STATE_MASK == DISCLOSED and not seen[ordinal]:
+        for ordinal in index.disclosed:
+            if not seen[ordinal]:
                 authority = index.record(ordinal)
                 self._add("missing", key=key_of(authority),
                           record_id=authority.get("record_id"))

@@ -54,13 +54,33 @@ def _normalise(value: Any) -> Any:
     raise _Slow
 
 
+def _as_doubles(value: Any) -> Any:
+    """JCS numbers are IEEE doubles (RFC 8785 §3.2.2.3): an integer beyond 2**53 stands for the
+    nearest double, as it would once parsed by ECMAScript. Without this, the bytes JCS writes for
+    a float such as 2.0**53 or 3.9e16 parse back as a Python int that the reference refuses, and a
+    leaf would fail its own verification. An integer too large for any double is still refused."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_SAFE:
+        try:
+            return float(value)
+        except OverflowError:
+            return value
+    if isinstance(value, dict):
+        return {key: _as_doubles(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_doubles(item) for item in value]
+    return value
+
+
 def canonical_json(value: Any) -> bytes:
-    """RFC 8785 bytes of `value` (dicts with str keys, lists, str, int, float, bool, None)."""
+    """RFC 8785 bytes of `value` (dicts with str keys, lists, str, int, float, bool, None).
+
+    Raises ValueError for what JCS cannot represent (NaN, infinities, integers beyond any double,
+    lone surrogates)."""
     try:
         text = json.dumps(_normalise(value), ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return text.encode("utf-8")
     except (_Slow, UnicodeEncodeError):
-        return rfc8785.dumps(value)
+        return rfc8785.dumps(_as_doubles(value))
 
 
 def sha256_hex(data: bytes) -> str:

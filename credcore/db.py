@@ -37,14 +37,16 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def make_engine(url: str, *, busy_timeout: float = 5.0, **kwargs: Any) -> AsyncEngine:
+    """The engine for `url`. On SQLite, `busy_timeout` is how many seconds a write waits for a
+    lock held by another connection before it fails (and the audit log answers 503)."""
     engine = create_async_engine(async_url(url), **kwargs)
     if is_sqlite(engine):
-        _sqlite_pragmas(engine)
+        _sqlite_pragmas(engine, busy_timeout_ms=max(0, int(busy_timeout * 1000)))
     return engine
 
 
-def _sqlite_pragmas(engine: AsyncEngine) -> None:
+def _sqlite_pragmas(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
@@ -52,7 +54,7 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

@@ -117,7 +117,12 @@ def json_object(data: bytes) -> dict[str, Any]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError("not UTF-8") from exc
-    value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except RecursionError as exc:
+        # SECURITY: a 16 KiB payload of "[[[[..." exceeds the recursion limit; unchecked, it
+        # escaped the per-record checks and failed the whole batch with a 500.
+        raise ValueError("nested too deeply") from exc
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value

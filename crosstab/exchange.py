@@ -39,12 +39,17 @@ from crosstab.outbox import (
     page_limit,
 )
 from crosstab.recognitions import Recognition
+from crosstab.records import MAX_BATCH
 from crosstab.store import CrosstabStore, Direction
 from crosstab.trust import DomesticPolicy, Partner
 
 T = TypeVar("T")
 FetchPage = Callable[[int, int], Awaitable[Any]]  # (after, limit) -> {"records", "next"}
 SendBatch = Callable[[list[str]], Awaitable[Any]]  # records -> {"accepted", "rejected"}
+# Called once per page after its records were judged (and, pulling, stored) and before the
+# cursor moves: if it raises (say, the audit log is down), the cursor stays and the page is
+# exchanged again next time (idempotently), so nothing is exchanged without being recorded.
+OnPage = Callable[["PageOutcome"], Awaitable[None]]
 
 
 async def _sleep(seconds: float) -> None:
@@ -92,6 +97,19 @@ class SyncReport:
     rejected: list[Rejected] = field(default_factory=list)
     complete: bool = False
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class PageOutcome:
+    """One page of a sync: the records exchanged and what became of each."""
+
+    partner: str
+    direction: Direction
+    records: list[str]
+    accepted: list[str]
+    rejected: list[Rejected]
+    cursor_before: int
+    cursor_after: int
 
 
 def parse_outbox_page(body: Any, after: int, limit: int) -> OutboxPage:
@@ -148,7 +166,11 @@ class Region:
         domestic: DomesticPolicy | None = None,
         new_jti: Callable[[], str] = default_jti,
         published_keys: Sequence[Mapping[str, Any]] = (),
+        max_batch: int = MAX_BATCH,
     ) -> None:
+        if not 1 <= max_batch <= MAX_BATCH:
+            raise ValueError(f"max_batch is 1 to {MAX_BATCH}")
+        self.max_batch = max_batch
         self.store = store
         self.signer = signer
         self.clock = clock
@@ -187,10 +209,12 @@ class Region:
     async def receive(self, partner_region: str, batch: object) -> InboxResult:
         """Judge and store a batch pushed (or pulled) from an authenticated partner."""
         partner = await self.store.get_partner(partner_region)
-        records = check_batch(batch)
+        records = check_batch(batch, self.max_batch)
         state = await self.store.inbox_state(partner.region, batch_jtis(records))
         now = self.clock.now()
-        result = decide(partner, records, state, now=now, crosswalk=self.crosswalk)
+        result = decide(
+            partner, records, state, now=now, crosswalk=self.crosswalk, max_batch=self.max_batch
+        )
         for accepted in result.to_store:
             try:
                 await self.store.accept(accepted, now)
@@ -198,8 +222,8 @@ class Region:
                 result.reject(accepted.index, err)
         return result
 
-    async def issue(self, draft: Draft) -> IssuedRecord:
-        return await self.outbox.issue(draft)
+    async def issue(self, draft: Draft, jti: str | None = None) -> IssuedRecord:
+        return await self.outbox.issue(draft, jti)
 
     async def outbox_page(
         self, partner_region: str, after: int, limit: int | None = None
@@ -235,10 +259,11 @@ class Region:
         retry: RetryPolicy | None = None,
         limit: int = DEFAULT_PAGE,
         max_pages: int = 1000,
+        on_page: OnPage | None = None,
     ) -> SyncReport:
         """Pull a partner's outbox from our cursor until it is empty (or max_pages)."""
         retry = retry or RetryPolicy()
-        limit = page_limit(limit)  # a page is at most one inbox batch
+        limit = min(page_limit(limit), self.max_batch)  # a page is at most one inbox batch
         partner = await self.store.get_partner(partner_region)
         cursor = await self.store.get_cursor(partner.region, "pull")
         report = SyncReport(partner.region, "pull", cursor, cursor)
@@ -253,6 +278,15 @@ class Region:
                 raise await self._fail(report, exc) from exc
             if page.records:
                 result = await self.receive(partner.region, page.records)
+                if on_page is not None:
+                    outcome = PageOutcome(
+                        partner.region, "pull", page.records, result.accepted, result.rejected,
+                        cursor, page.next,
+                    )
+                    try:
+                        await on_page(outcome)
+                    except Exception as exc:
+                        raise await self._fail(report, exc) from exc
                 report.accepted.extend(result.accepted)
                 report.rejected.extend(result.rejected)
                 report.pages += 1
@@ -271,10 +305,11 @@ class Region:
         retry: RetryPolicy | None = None,
         limit: int = DEFAULT_PAGE,
         max_pages: int = 1000,
+        on_page: OnPage | None = None,
     ) -> SyncReport:
         """Push our outbox to a partner's inbox from our push cursor until nothing is left."""
         retry = retry or RetryPolicy()
-        limit = page_limit(limit)
+        limit = min(page_limit(limit), self.max_batch)
         partner = await self.store.get_partner(partner_region)
         cursor = await self.store.get_cursor(partner.region, "push")
         report = SyncReport(partner.region, "push", cursor, cursor)
@@ -291,6 +326,14 @@ class Region:
                 accepted, rejected = await retry.run(send)
             except Exception as exc:
                 raise await self._fail(report, exc) from exc
+            if on_page is not None:
+                outcome = PageOutcome(
+                    partner.region, "push", page.records, accepted, rejected, cursor, page.next
+                )
+                try:
+                    await on_page(outcome)
+                except Exception as exc:
+                    raise await self._fail(report, exc) from exc
             report.accepted.extend(accepted)
             report.rejected.extend(rejected)
             report.pages += 1

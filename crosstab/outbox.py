@@ -160,13 +160,14 @@ class Outbox:
         self.domestic = domestic
         self.new_jti = new_jti
 
-    async def issue(self, draft: Draft) -> IssuedRecord:
-        """Sign and publish a draft under the next seq."""
+    async def issue(self, draft: Draft, jti: str | None = None) -> IssuedRecord:
+        """Sign and publish a draft under the next seq (`jti`: a caller's stable id, so that
+        publishing the same source record twice fails on the unique jti instead)."""
         domestic_only = draft.domestic_only
         if draft.type == "revocation" and draft.revokes is not None:
             target = await self.store.issued_domestic_only(draft.revokes)
             domestic_only = domestic_only or bool(target)
-        jti = self.new_jti()
+        jti = jti if jti is not None else self.new_jti()
         iat = int(self.clock.time())
         made: list[tuple[Record, str]] = []
 

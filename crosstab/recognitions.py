@@ -6,6 +6,11 @@ revoked. Revocations themselves are not recognitions; they show as `revoked` on 
 The original JWS goes with it so that the reader can verify the partner's signature without
 trusting us (`crosstab.records.verify_record` with the key from the partner's jwks.json).
 
+Two shapes. `to_json` is the full view (nested grades, status, the JWS). `to_record` is the
+data set served at `/v1/entities/{uscc}/recognitions`: flat, with exactly the field names of
+`policies.catalogue.RECOGNITION`, so that a licence's field list applies to it like to any
+other data set (the gateway strips anything else).
+
 Status, first that applies: `revoked`; `expired` (valid_until before today, CST);
 `not_yet_valid` (valid_from after today); `valid`.
 """
@@ -34,6 +39,7 @@ class Recognition:
     list_name: str | None
     decision_number: str | None
     authority: str | None
+    authority_uscc: str | None
     valid_from: dt.date | None
     valid_until: dt.date | None
     revoked: bool
@@ -59,6 +65,7 @@ class Recognition:
             list_name=row["list_name"],
             decision_number=row["decision_number"],
             authority=row["authority"],
+            authority_uscc=row["authority_uscc"],
             valid_from=row["valid_from"],
             valid_until=row["valid_until"],
             revoked=bool(row["revoked"]),
@@ -104,6 +111,7 @@ class Recognition:
             "list_name": self.list_name,
             "decision_number": self.decision_number,
             "authority": self.authority,
+            "authority_uscc": self.authority_uscc,
             "valid_from": day(self.valid_from),
             "valid_until": day(self.valid_until),
             "status": self.status(today),
@@ -112,4 +120,26 @@ class Recognition:
             "issued_at": instant(self.issued_at),
             "received_at": instant(self.received_at),
             "jws": self.jws,
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        """The flat record of the `recognitions` data set (policies.catalogue.RECOGNITION names)."""
+        return {
+            "jti": self.jti,
+            "origin_region": self.origin_region,
+            "type": self.type,
+            "uscc": self.sub,
+            "subject_name": self.subject_name,
+            "scheme": self.scheme,
+            "grade": self.grade,
+            "mapped_scheme": self.mapped_scheme,
+            "mapped_grade": self.mapped_grade,
+            "list_name": self.list_name,
+            "decision_number": self.decision_number,
+            "authority": self.authority,
+            "authority_uscc": self.authority_uscc,
+            "valid_from": self.valid_from.isoformat() if self.valid_from is not None else None,
+            "valid_until": self.valid_until.isoformat() if self.valid_until is not None else None,
+            "revoked": self.revoked,
+            "received_at": self.received_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
         }

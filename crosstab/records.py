@@ -196,15 +196,25 @@ def parse_payload(payload: dict[str, Any]) -> Record:
     return record
 
 
-def peek_jti(jws: object) -> str | None:
-    """The payload's jti if it can be read at all (for rejection entries); never raises."""
+def _peek(jws: object, name: str) -> object:
     try:
         if isinstance(jws, str) and len(jws) <= MAX_RECORD_BYTES and jws.count(".") == 2:
-            jti = _jose.json_object(_jose.b64url_decode(jws.split(".")[1])).get("jti")
-            return jti if isinstance(jti, str) and _JTI.match(jti) else None
+            return _jose.json_object(_jose.b64url_decode(jws.split(".")[1])).get(name)
     except ValueError:
         pass
     return None
+
+
+def peek_jti(jws: object) -> str | None:
+    """The payload's jti if it can be read at all (for rejection entries); never raises."""
+    jti = _peek(jws, "jti")
+    return jti if isinstance(jti, str) and _JTI.match(jti) else None
+
+
+def peek_sub(jws: object) -> str | None:
+    """The payload's subject if it is a valid USCC (for audit entries); never raises."""
+    sub = _peek(jws, "sub")
+    return sub if isinstance(sub, str) and uscc_problem(sub) is None else None
 
 
 def parse_record(jws: object) -> ParsedRecord:

@@ -126,6 +126,7 @@ class CrosstabStore:
                         list_name=record.list_name,
                         decision_number=record.decision_number,
                         authority=record.authority,
+                        authority_uscc=record.authority_uscc,
                         valid_from=record.valid_from,
                         valid_until=record.valid_until,
                         revokes=record.revokes,

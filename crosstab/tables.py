@@ -8,6 +8,11 @@ Why these keys:
 - `crosstab_received` is unique on (issuer, jti), not on jti alone: jtis are unique per issuer,
   and a global key would let one partner squat another's jtis and get its records refused as
   replays. (issuer, seq) is unique too: seq increases strictly per issuer.
+- `crosstab_partner_clients` maps the OAuth client a partner authenticates with to its region
+  (the only way an inbound request gets a region: never from the request itself);
+  `crosstab_partner_links` holds our own credentials at a partner, for `credgate crosstab sync`.
+- `crosstab_signing_keys` holds our region's Ed25519 keys; the newest unretired one signs,
+  retired ones stay published so that partners can re-verify older records.
 - `crosstab_issuer_seq` and `crosstab_outbox_seq` are one-row-per-counter tables so that the
   counter and the record it guards are written in one transaction (no half-written state),
   and so that PostgreSQL's row lock orders concurrent writers by commit.
@@ -77,6 +82,7 @@ received = Table(
     Column("list_name", String(200)),
     Column("decision_number", String(100)),
     Column("authority", String(200)),
+    Column("authority_uscc", String(18)),
     Column("valid_from", Date),
     Column("valid_until", Date),
     Column("revokes", String(128)),
@@ -124,4 +130,32 @@ sync_cursors = Table(
     Column("after", BigInteger, nullable=False),  # the partner's / our seq already done
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("last_error", Text),
+)
+
+partner_clients = Table(
+    "crosstab_partner_clients",
+    metadata,
+    Column("client_id", String(128), primary_key=True),
+    Column("region", String(6), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+partner_links = Table(
+    "crosstab_partner_links",
+    metadata,
+    Column("region", String(6), primary_key=True),
+    Column("base_url", String(500), nullable=False),  # the partner gateway, e.g. https://credit.js.example
+    Column("client_id", String(128), nullable=False),  # our client at the partner
+    Column("client_secret", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+signing_keys = Table(
+    "crosstab_signing_keys",
+    metadata,
+    Column("kid", String(128), primary_key=True),
+    Column("region", String(6), nullable=False),
+    Column("private_jwk", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("retired_at", DateTime(timezone=True)),
 )

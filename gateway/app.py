@@ -21,7 +21,7 @@ from audit.reader import AuditReader
 from audit.writer import AuditWriter
 from credcore.clock import Clock, system_clock
 from credcore.db import make_engine
-from gateway import admin, audit_api
+from gateway import admin, audit_api, crosstab_api, overscope
 from gateway.audit_api import READER
 from gateway.config import Settings
 from gateway.licensing import Licensing
@@ -58,7 +58,7 @@ def build_app(settings: Settings, *, clock: Clock = system_clock,
     app = web.Application(middlewares=[error_middleware()], client_max_size=settings.server.max_body_bytes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        engine = make_engine(settings.database.url)
+        engine = make_engine(settings.database.url, busy_timeout=settings.database.busy_timeout)
         tracer, provider = make_tracer(settings.tracing)
         oauth = OAuthService(
             engine, issuer=settings.issuer, audience=settings.audience, clock=clock, token_bytes=token_bytes,
@@ -89,12 +89,18 @@ def build_app(settings: Settings, *, clock: Clock = system_clock,
         async def no_recognitions(uscc: str) -> Any:
             return {"uscc": uscc, "records": []}
 
+        crosstab = await crosstab_api.setup_crosstab(settings, engine, oauth, writer, clock)
+        if crosstab is not None:
+            app[crosstab_api.CROSSTAB] = crosstab
+        recognitions = crosstab.recognitions if crosstab else no_recognitions
+
         app[GATEWAY] = Services(
             settings=settings, clock=clock, engine=engine, oauth=oauth, licence_store=licence_store,
             licensing=licensing, upstream=upstream, audit=writer, checkpointer=checkpointer,
-            tracer=tracer, tracer_provider=provider, recognitions=no_recognitions,
+            tracer=tracer, tracer_provider=provider, recognitions=recognitions,
         )
         app[READER] = AuditReader(engine)
+        guard = overscope.install(app[GATEWAY])  # over-scope detection (an access observer)
         poller = asyncio.create_task(_poll_revocations(oauth, settings.licensing.poll_interval))
         try:
             yield
@@ -102,6 +108,7 @@ def build_app(settings: Settings, *, clock: Clock = system_clock,
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
+            await guard.close()
             await checkpointer.close()
             await licensing.close()
             await upstream.close()
@@ -115,6 +122,7 @@ def build_app(settings: Settings, *, clock: Clock = system_clock,
     app.router.add_get("/healthz", health)
     app.router.add_routes(audit_api.routes())
     app.router.add_routes(admin.routes())
+    crosstab_api.install(app)
     app.router.add_route("*", "/v1/{tail:.*}", v1_handler)
     app.router.add_route("*", "/v1", v1_handler)
 

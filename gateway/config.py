@@ -31,6 +31,7 @@ class ServerSettings:
 @dataclass
 class DatabaseSettings:
     url: str = "sqlite:///credgate.db"
+    busy_timeout: float = 5.0  # SQLite: seconds a write waits for another connection's lock
 
 
 @dataclass
@@ -73,6 +74,19 @@ class TracingSettings:
 
 
 @dataclass
+class OverscopeSettings:
+    # Over-scope detection (gateway/overscope.py): per operator, per sliding window of `window`
+    # seconds; past a threshold the operator is suspended automatically with an incident record.
+    enabled: bool = True
+    window: float = 60.0
+    max_scope_denials: int = 30
+    max_not_found: int = 100
+    max_distinct_codes: int = 2000
+    max_sequential: int = 20
+    sequential_gap: int = 2
+
+
+@dataclass
 class CrosstabSettings:
     enabled: bool = False
     region: str = ""  # our GB/T 2260 division code, e.g. "310000"
@@ -91,6 +105,7 @@ class Settings:
     licensing: LicensingSettings = field(default_factory=LicensingSettings)
     tracing: TracingSettings = field(default_factory=TracingSettings)
     crosstab: CrosstabSettings = field(default_factory=CrosstabSettings)
+    overscope: OverscopeSettings = field(default_factory=OverscopeSettings)
 
     @property
     def issuer(self) -> str:
@@ -142,6 +157,8 @@ def _validate(settings: Settings) -> None:
         ("server", "max_body_bytes"), ("upstream", "connect_timeout"), ("upstream", "read_timeout"),
         ("upstream", "pool_size"), ("audit", "checkpoint_interval"), ("audit", "max_batch"),
         ("oauth", "token_lifetime"), ("licensing", "poll_interval"),
+        ("overscope", "window"), ("overscope", "max_scope_denials"), ("overscope", "max_not_found"),
+        ("overscope", "max_distinct_codes"), ("overscope", "max_sequential"), ("overscope", "sequential_gap"),
     ]
     for section, key in positive:
         if getattr(getattr(settings, section), key) <= 0:

@@ -1,13 +1,16 @@
 """Quota counters that stay exact across gateway processes: SQL or Redis, with local leases.
 
-A backend `reserve(key, limit, n, expires_at)` atomically grants up to `n` units while the
-window's count stays at or under `limit`, and returns how many it granted. SQL does it inside
-one locked transaction (BEGIN IMMEDIATE on SQLite, SELECT ... FOR UPDATE on PostgreSQL); Redis
-in one Lua script. `LeasedCounter` asks for one unit at a time while a window is small or
-nearly used up (so N concurrent requests against Q remaining admit exactly Q), and for blocks
-of units while plenty remain (so a quota of a million a day costs a round trip per block, not
-per request). The total granted never exceeds the limit. A backend that cannot answer raises
-ServiceUnavailable: quotas fail closed, never unmetered.
+A backend's `reserve(key, limit, n, expires_at)` atomically grants up to `n` units while the
+window's count stays at or under `limit`, and returns how many it granted and the count after
+the grant. SQL does it inside one locked transaction (BEGIN IMMEDIATE on SQLite, SELECT ...
+FOR UPDATE on PostgreSQL); Redis in one Lua script. `give_back` returns units (a request that
+another window refused, or a process's unused lease at shutdown).
+
+`LeasedCounter` asks for one unit at a time while a window is small or nearly used up (fewer
+than EXACT_BELOW left), so N concurrent requests against Q remaining admit exactly Q on any
+number of processes; while plenty remain it leases blocks of units, so a quota of a million a
+day costs a round trip per block, not per request. Granted units never exceed the limit. A
+backend that cannot answer raises ServiceUnavailable: quotas fail closed, never unmetered.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Protocol
 
-from sqlalchemy import BigInteger, Column, MetaData, String, Table, select, update
+from sqlalchemy import BigInteger, Column, MetaData, String, Table, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,13 +35,18 @@ quota_counters = Table(
     Column("expires_us", BigInteger, nullable=False),
 )
 
-EXACT_BELOW = 2000  # windows whose remaining count is under this are metered one by one
+EXACT_BELOW = 2000  # while fewer units than this remain in a window, they are metered one by one
+UNREACHABLE = "The quota store cannot be reached, so no request is admitted."
 
 
 class CounterBackend(Protocol):
-    async def reserve(self, key: str, limit: int, n: int, expires_at: dt.datetime) -> int: ...
+    async def reserve(self, key: str, limit: int, n: int, expires_at: dt.datetime) -> tuple[int, int]: ...
+
+    async def give_back(self, key: str, n: int) -> None: ...
 
     async def used(self, key: str) -> int: ...
+
+    async def purge(self, now: dt.datetime) -> None: ...
 
 
 class SQLCounters:
@@ -49,7 +57,7 @@ class SQLCounters:
         async with self._engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
 
-    async def reserve(self, key: str, limit: int, n: int, expires_at: dt.datetime) -> int:
+    async def reserve(self, key: str, limit: int, n: int, expires_at: dt.datetime) -> tuple[int, int]:
         table = quota_counters
         try:
             async with self._engine.begin() as conn:
@@ -66,23 +74,48 @@ class SQLCounters:
                 grant = max(0, min(n, limit - used))
                 if grant:
                     await conn.execute(update(table).where(table.c.key == key).values(used=used + grant))
-                return grant
+                return grant, used + grant
         except (SQLAlchemyError, OSError) as exc:
-            raise ServiceUnavailable("The quota store cannot be reached, so no request is admitted.") from exc
+            raise ServiceUnavailable(UNREACHABLE) from exc
+
+    async def give_back(self, key: str, n: int) -> None:
+        table = quota_counters
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    update(table).where(table.c.key == key, table.c.used >= n).values(used=table.c.used - n)
+                )
+        except (SQLAlchemyError, OSError) as exc:
+            raise ServiceUnavailable(UNREACHABLE) from exc
 
     async def used(self, key: str) -> int:
-        async with self._engine.connect() as conn:
-            value = (await conn.execute(select(quota_counters.c.used).where(quota_counters.c.key == key))).scalar()
-            return int(value or 0)
+        try:
+            async with self._engine.connect() as conn:
+                value = (await conn.execute(select(quota_counters.c.used).where(quota_counters.c.key == key))).scalar()
+                return int(value or 0)
+        except (SQLAlchemyError, OSError) as exc:
+            raise ServiceUnavailable(UNREACHABLE) from exc
+
+    async def purge(self, now: dt.datetime) -> None:
+        """Drop the counters of windows that ended (a day after, so no late request recreates one)."""
+        cutoff = int((now - dt.timedelta(days=1)).timestamp() * 1e6)
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(quota_counters).where(quota_counters.c.expires_us < cutoff))
 
 
 _RESERVE_LUA = """
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 local grant = math.min(tonumber(ARGV[2]), tonumber(ARGV[1]) - used)
-if grant <= 0 then return 0 end
+if grant <= 0 then return {0, used} end
 redis.call('INCRBY', KEYS[1], grant)
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-return grant
+return {grant, used + grant}
+"""
+
+_GIVE_BACK_LUA = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used >= tonumber(ARGV[1]) then redis.call('DECRBY', KEYS[1], ARGV[1]) end
+return 0
 """
 
 
@@ -92,7 +125,8 @@ class RedisCounters:
 
         self._redis = redis_asyncio.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._prefix = prefix
-        self._script = self._redis.register_script(_RESERVE_LUA)
+        self._reserve = self._redis.register_script(_RESERVE_LUA)
+        self._give_back = self._redis.register_script(_GIVE_BACK_LUA)
 
     async def start(self) -> None:
         await self._call(self._redis.ping())
@@ -106,35 +140,75 @@ class RedisCounters:
         try:
             return await awaitable
         except (redis.exceptions.RedisError, OSError) as exc:
-            raise ServiceUnavailable("The quota store cannot be reached, so no request is admitted.") from exc
+            raise ServiceUnavailable(UNREACHABLE) from exc
 
-    async def reserve(self, key: str, limit: int, n: int, expires_at: dt.datetime) -> int:
+    async def reserve(self, key: str, limit: int, n: int, expires_at: dt.datetime) -> tuple[int, int]:
         expires_ms = int(expires_at.timestamp() * 1000) + 60_000
-        return int(await self._call(self._script(keys=[self._prefix + key], args=[limit, n, expires_ms])))
+        grant, used = await self._call(self._reserve(keys=[self._prefix + key], args=[limit, n, expires_ms]))
+        return int(grant), int(used)
+
+    async def give_back(self, key: str, n: int) -> None:
+        await self._call(self._give_back(keys=[self._prefix + key], args=[n]))
 
     async def used(self, key: str) -> int:
         return int(await self._call(self._redis.get(self._prefix + key)) or 0)
 
+    async def purge(self, now: dt.datetime) -> None:
+        """Nothing to do: every window's key expires by itself (PEXPIREAT)."""
+
 
 class LeasedCounter:
-    def __init__(self, backend: CounterBackend, *, max_lease: int = 1000) -> None:
-        self._backend = backend
+    def __init__(self, backend: CounterBackend, *, max_lease: int = 1000, exact_below: int = EXACT_BELOW) -> None:
+        self.backend = backend
         self._max_lease = max_lease
-        self._leases: dict[str, int] = {}
+        self._exact_below = exact_below
+        self._leases: dict[str, int] = {}  # units granted to this process and not yet used
+        self._remaining: dict[str, int] = {}  # what the backend said was left, at the last grant
+        self._expires: dict[str, dt.datetime] = {}
 
     async def try_consume(self, key: str, limit: int, expires_at: dt.datetime) -> bool:
         if self._leases.get(key, 0) > 0:
             self._leases[key] -= 1
             return True
-        block = 1 if limit < EXACT_BELOW else min(self._max_lease, limit // EXACT_BELOW)
-        granted = await self._backend.reserve(key, limit, block, expires_at)
+        nearly_out = limit < self._exact_below or self._remaining.get(key, limit) < self._exact_below
+        block = 1 if nearly_out else min(self._max_lease, limit // self._exact_below)
+        granted, used = await self.backend.reserve(key, limit, block, expires_at)
+        self._remaining[key] = limit - used
+        self._expires[key] = expires_at
         if granted <= 0:
             return False
         if granted > 1:
             self._leases[key] = self._leases.get(key, 0) + granted - 1
         return True
 
+    async def refund(self, key: str) -> None:
+        """Undo one `try_consume` that was granted (the request was refused by another window)."""
+        if self._leases.get(key, 0) > 0 or self._remaining.get(key, 0) >= self._exact_below:
+            self._leases[key] = self._leases.get(key, 0) + 1
+        else:
+            await self.backend.give_back(key, 1)
+
     def forget(self, prefix: str) -> None:
-        """Drop local leases whose key starts with `prefix` (a licence changed)."""
-        for key in [k for k in self._leases if k.startswith(prefix)]:
-            del self._leases[key]
+        """Drop local leases whose key starts with `prefix` (its licence changed: fail closed)."""
+        for key in [k for k in self._expires if k.startswith(prefix)]:
+            self._drop(key)
+
+    def drop_expired(self, now: dt.datetime) -> None:
+        """Forget the leases and hints of windows that have ended."""
+        for key in [k for k, until in self._expires.items() if until <= now]:
+            self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        self._leases.pop(key, None)
+        self._remaining.pop(key, None)
+        self._expires.pop(key, None)
+
+    async def close(self) -> None:
+        """Give unused leases back, so a stopped process strands no units (best effort)."""
+        leases, self._leases = self._leases, {}
+        for key, units in leases.items():
+            if units > 0:
+                try:
+                    await self.backend.give_back(key, units)
+                except ServiceUnavailable:
+                    return

@@ -89,9 +89,7 @@ def test_malformed_checkpoints_name_the_bad_line(text: str, line: str) -> None:
         parse_checkpoint(text)
 
 
-@pytest.mark.parametrize(
-    "args", [("", 1, ROOT), ("log", -1, ROOT), ("log", 2**64, ROOT), ("log", 1, ROOT[:31])]
-)
+@pytest.mark.parametrize("args", [("", 1, ROOT), ("log", -1, ROOT), ("log", 2**64, ROOT), ("log", 1, ROOT[:31])])
 def test_invalid_checkpoint_values_cannot_be_built(args: tuple) -> None:
     """A Checkpoint with an empty origin, a size outside uint64 or a short root is a ValueError."""
     with pytest.raises(ValueError):

@@ -19,12 +19,7 @@ from audit.note import (
 from credcore.errors import ConfigError, VerificationError
 
 VECTOR = json.loads(
-    (
-        Path(__file__).resolve().parents[3]
-        / "shared"
-        / "data"
-        / "rfc9162-and-signed-note-vectors.json"
-    ).read_text()
+    (Path(__file__).resolve().parents[3] / "shared" / "data" / "rfc9162-and-signed-note-vectors.json").read_text()
 )["signed_note"]
 TEXT = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
 DASH = "\u2014"
@@ -213,9 +208,7 @@ def test_generated_signer_round_trips(make_signer: Callable[..., NoteSigner]) ->
 
 
 @pytest.mark.parametrize("text", ["no newline", "control\x07\n", "surrogate \ud800\n"])
-def test_signing_refuses_text_that_is_not_a_note(
-    text: str, make_signer: Callable[..., NoteSigner]
-) -> None:
+def test_signing_refuses_text_that_is_not_a_note(text: str, make_signer: Callable[..., NoteSigner]) -> None:
     """Text without a final newline, or with a control character, cannot be signed."""
     with pytest.raises(ValueError):
         make_signer("log.example/audit").sign(text)

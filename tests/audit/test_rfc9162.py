@@ -27,12 +27,7 @@ from audit.rfc9162 import (
 from credcore.errors import VerificationError
 
 VECTORS = json.loads(
-    (
-        Path(__file__).resolve().parents[3]
-        / "shared"
-        / "data"
-        / "rfc9162-and-signed-note-vectors.json"
-    ).read_text()
+    (Path(__file__).resolve().parents[3] / "shared" / "data" / "rfc9162-and-signed-note-vectors.json").read_text()
 )
 LEAVES = [bytes.fromhex(h) for h in VECTORS["leaf_inputs_hex"]]
 HASHES = [bytes.fromhex(h) for h in VECTORS["leaf_hashes_hex"]]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from credcore.clock import CST
 
@@ -233,3 +236,59 @@ def test_authority_duplicates_keep_the_first(f: SimpleNamespace, tmp_path: Any) 
         "kind": "penalty", "uscc": first["uscc"], "decision_number": first["decision_number"]},
         "line": 2, "first_line": 1}]
     assert report.agencies[0].findings == []
+
+
+_SPELL_DATE = [
+    lambda d: d.isoformat(), lambda d: d.strftime("%Y/%m/%d"), lambda d: d.strftime("%Y.%m.%d"),
+    lambda d: d.strftime("%Y%m%d"), lambda d: f"{d.year}年{d.month}月{d.day}日",
+]
+_BRACKETS = [("〔", "〕"), ("[", "]"), ("［", "］"), ("(", ")"), ("（", "）"), ("【", "】")]
+
+
+@given(date_style=st.sampled_from(range(5)), end_style=st.sampled_from(range(5)),
+       bracket=st.sampled_from(_BRACKETS), fine_style=st.sampled_from(range(4)),
+       pad=st.sampled_from(["", " ", "\u3000", "\t"]), drop=st.sets(st.sampled_from(
+           ["violation_facts", "legal_basis", "severity", "disclosure_end", "authority_uscc"])),
+       lower=st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_no_finding_for_any_mix_of_format_differences(
+        date_style: int, end_style: int, bracket: tuple[str, str], fine_style: int, pad: str,
+        drop: set[str], lower: bool) -> None:
+    """Any combination of format-only differences and left-out fields gives no finding."""
+    from consistency.index import AuthorityIndex, LineStore
+    from consistency.rules import AgencyCheck
+
+    authority = _record(fine_amount=0.35, subject_name="上海ＸＹ贸易有限公司")
+    store = LineStore(None)
+    index = AuthorityIndex(dt.datetime(2025, 10, 20, tzinfo=CST), store)
+    data = json.dumps(authority, ensure_ascii=False).encode()
+    index.add(1, authority, store.spool(data), len(data))
+    agency = {k: v for k, v in authority.items() if k not in ("status", "removed_at")}
+    agency["decision_date"] = _SPELL_DATE[date_style](dt.date(2025, 3, 5))
+    agency["disclosure_end"] = _SPELL_DATE[end_style](dt.date(2026, 3, 5))
+    agency["decision_number"] = f"沪市监罚{bracket[0]}2025{bracket[1]}7号"
+    agency["fine_amount"] = [0.35, "0.35", "3500元", "0.350万元"][fine_style]
+    agency["subject_name"] = pad + "上海XY贸易有限公司" + pad
+    agency["uscc"] = agency["uscc"].lower() if lower else agency["uscc"]
+    for name in drop:
+        agency.pop(name)
+    check = AgencyCheck("a", index, 3)
+    check.feed_line(1, json.dumps(agency, ensure_ascii=False).encode())
+    store.close()
+    assert check.finish() == []
+
+
+def _record(**changes: Any) -> dict[str, Any]:
+    from credcore.codes import uscc_check_char
+
+    body = "91310115MA1K4PQ7"[:17].ljust(17, "0")
+    record: dict[str, Any] = {
+        "record_id": "CF-1", "kind": "penalty", "uscc": body + uscc_check_char(body),
+        "subject_name": "x", "decision_number": "沪市监罚〔2025〕7号", "authority": "上海市市场监督管理局",
+        "authority_uscc": body + uscc_check_char(body), "decision_date": "2025-03-05",
+        "disclosure_start": "2025-03-06", "disclosure_end": "2026-03-05", "status": "disclosed",
+        "removed_at": None, "violation_facts": "当事人，违反规定。", "legal_basis": "某法第一条",
+        "severity": "minor",
+    }
+    record.update(changes)
+    return record

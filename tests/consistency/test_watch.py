@@ -147,3 +147,50 @@ def test_database_urls() -> None:
     assert async_url("sqlite:///x.db") == "sqlite+aiosqlite:///x.db"
     assert async_url("postgresql://u@h/db") == "postgresql+asyncpg://u@h/db"
     assert async_url("sqlite+aiosqlite:///x.db") == "sqlite+aiosqlite:///x.db"
+
+
+@pytest.mark.postgres
+async def test_history_on_postgresql(pg_url: str, f: SimpleNamespace, tmp_path: Path) -> None:
+    """The same history works on PostgreSQL (asyncpg)."""
+    records = [f.record(1)]
+    f.write(tmp_path / "authority.jsonl", records)
+    agency = tmp_path / "agency.jsonl"
+    f.write(agency, [f.shown(records[0], fine_amount=8)])
+    config = load_config(str(write_config(tmp_path)))
+    config.database = pg_url
+    messages: list[str] = []
+    watcher = Watcher(config, clock=FixedClock(f.AS_OF), echo=messages.append)
+    await watcher.store.create()
+    try:
+        assert await watcher.run_cycle() == 1
+        f.write(agency, [f.shown(records[0])])
+        assert await watcher.run_cycle() == 0
+        assert len(await watcher.store.runs()) == 2
+    finally:
+        await watcher.store.close()
+    assert "run 2: mirror: 1 records, 0 violations, 0 new, 1 resolved" in messages
+
+
+async def test_metrics_endpoint(f: SimpleNamespace, tmp_path: Path) -> None:
+    """The metrics server answers the Prometheus text format at /metrics."""
+    import socket
+
+    from aiohttp import ClientSession
+
+    from consistency.watch import WatchMetrics, _serve_metrics
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    metrics = WatchMetrics()
+    metrics.violations.labels("mirror").set(3)
+    runner = await _serve_metrics(metrics, "127.0.0.1", port)
+    try:
+        async with ClientSession() as session, session.get(
+                f"http://127.0.0.1:{port}/metrics") as response:
+            text = await response.text()
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain")
+    finally:
+        await runner.cleanup()
+    assert 'credgate_consistency_violations{agency="mirror"} 3.0' in text

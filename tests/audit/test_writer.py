@@ -1,0 +1,186 @@
+"""The group-commit audit writer: consecutive indices, batching, several writers on one chain,
+and a log that verifies after any appends (SQLite and the real PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from audit import tables
+from audit.chain import verify_chain
+from audit.checkpointer import Checkpointer, load_or_create_signer
+from audit.rfc9162 import root_from_hashes
+from audit.verify import verify_database
+from audit.writer import AuditWriter, load_frontier
+from credcore.db import make_engine
+from credcore.errors import AuditUnavailable
+
+ORIGIN = "credgate.test/audit"
+T0 = dt.datetime(2026, 3, 2, 1, 0, tzinfo=dt.UTC)
+
+
+def entry(n: int, **extra: Any) -> dict[str, Any]:
+    when = (T0 + dt.timedelta(microseconds=n)).isoformat().replace("+00:00", "Z")
+    return {"kind": "access", "time": when, "client_id": f"op-{n % 3}", "uscc": [], "decision": "allow",
+            "status": 200, "n": n, **extra}
+
+
+async def leaves_of(url: str) -> list[bytes]:
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(select(tables.entries.c.idx, tables.entries.c.leaf).order_by(tables.entries.c.idx))
+            result = [(int(r.idx), bytes(r.leaf)) for r in rows]
+    finally:
+        await engine.dispose()
+    assert [i for i, _ in result] == list(range(len(result)))
+    return [leaf for _, leaf in result]
+
+
+async def assert_log_verifies(url: str, size: int) -> None:
+    """Chain, stored tree nodes and a freshly signed checkpoint all agree on `size` entries."""
+    leaves = await leaves_of(url)
+    assert len(leaves) == size
+    chain = verify_chain(leaves)
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            stored_root = (await load_frontier(conn, size)).root()
+        assert stored_root == root_from_hashes(chain.leaf_hashes)
+        signer = await load_or_create_signer(engine, ORIGIN)
+        await Checkpointer(engine, signer, origin=ORIGIN).sign_latest()
+    finally:
+        await engine.dispose()
+    assert f"{size} entries" in await verify_database(url, [])
+
+
+async def test_concurrent_appends_get_consecutive_indices_in_fewer_batches(tmp_path: Path) -> None:
+    """N concurrent appends get the distinct indices 0..N-1, committed in fewer than N batches."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    engine = make_engine(url)
+    writer = AuditWriter(engine)
+    await writer.start()
+    try:
+        indices = await asyncio.gather(*(writer.append(entry(n)) for n in range(60)))
+        assert sorted(indices) == list(range(60))
+        assert 1 <= writer.batches < 60
+    finally:
+        await writer.close()
+        await engine.dispose()
+    leaves = await leaves_of(url)
+    # Each caller's index points at its own entry.
+    for n, index in enumerate(indices):
+        assert f'"n":{n},'.encode() in leaves[index]
+    await assert_log_verifies(url, 60)
+
+
+async def test_entry_that_cannot_be_recorded_fails_only_its_caller(tmp_path: Path) -> None:
+    """An entry with no time or a NaN is refused alone; its batch-mates are recorded."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    engine = make_engine(url)
+    writer = AuditWriter(engine)
+    await writer.start()
+    bad_time = {k: v for k, v in entry(1).items() if k != "time"}
+    try:
+        results = await asyncio.gather(
+            writer.append(entry(0)), writer.append(bad_time), writer.append(entry(2, score=math.nan)),
+            writer.append(entry(3)), return_exceptions=True,
+        )
+        assert results[0] == 0 and results[3] == 1
+        assert isinstance(results[1], AuditUnavailable) and isinstance(results[2], AuditUnavailable)
+        assert await writer.append(entry(4)) == 2
+    finally:
+        await writer.close()
+        await engine.dispose()
+    await assert_log_verifies(url, 3)
+
+
+async def test_close_waits_for_queued_appends(tmp_path: Path) -> None:
+    """Closing the writer lets every queued append finish durably before it stops."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    engine = make_engine(url)
+    writer = AuditWriter(engine, max_batch=4)
+    await writer.start()
+    pending = [asyncio.ensure_future(writer.append(entry(n))) for n in range(20)]
+    await asyncio.sleep(0)
+    await writer.close()
+    assert sorted(await asyncio.gather(*pending)) == list(range(20))
+    with pytest.raises(AuditUnavailable):
+        await writer.append(entry(99))
+    await engine.dispose()
+    await assert_log_verifies(url, 20)
+
+
+async def two_writers_one_chain(url: str) -> None:
+    engines = [make_engine(url), make_engine(url)]
+    writers = [AuditWriter(e, max_batch=7) for e in engines]
+    for w in writers:
+        await w.start()
+    try:
+        calls = [writers[n % 2].append(entry(n)) for n in range(80)]
+        indices = await asyncio.gather(*calls)
+        assert sorted(indices) == list(range(80))
+    finally:
+        for w in writers:
+            await w.close()
+        for e in engines:
+            await e.dispose()
+    await assert_log_verifies(url, 80)
+
+
+async def test_two_writers_on_one_sqlite_file_make_one_chain(tmp_path: Path) -> None:
+    """Two writers (two processes' worth of engines) appending at once keep one valid chain."""
+    await two_writers_one_chain(f"sqlite:///{tmp_path / 'audit.db'}")
+
+
+@pytest.mark.postgres
+async def test_two_writers_on_one_postgres_database_make_one_chain(pg_url: str) -> None:
+    """The same on PostgreSQL: the head row lock keeps the chain from forking."""
+    await two_writers_one_chain(pg_url)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+ENTRY = st.builds(lambda n, extra: {**extra, **entry(n)}, st.integers(0, 10**6),
+                  st.dictionaries(st.text(max_size=6).filter(lambda k: k not in ("time", "uscc")), JSON, max_size=3))
+
+
+async def append_batches(batches: list[list[dict[str, Any]]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / f'{uuid.uuid4().hex}.db'}"
+        engine = make_engine(url)
+        writer = AuditWriter(engine)
+        await writer.start()
+        recorded = 0
+        try:
+            for batch in batches:
+                results = await asyncio.gather(*(writer.append(e) for e in batch), return_exceptions=True)
+                ok = [r for r in results if isinstance(r, int)]
+                assert all(isinstance(r, int | AuditUnavailable) for r in results), results
+                assert sorted(ok) == list(range(recorded, recorded + len(ok)))
+                recorded += len(ok)
+        finally:
+            await writer.close()
+            await engine.dispose()
+        if recorded:
+            await assert_log_verifies(url, recorded)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(ENTRY, min_size=1, max_size=6), min_size=1, max_size=4))
+def test_log_verifies_after_any_appends(batches: list[list[dict[str, Any]]]) -> None:
+    """Whatever entries are appended, in whatever batches, what was recorded verifies."""
+    asyncio.run(append_batches(batches))
