@@ -24,12 +24,14 @@ def async_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except Exception as exc:  # sqlalchemy raises ArgumentError; any parse failure is a config error
-        raise ConfigError(f"database URL {url!r} is not a valid SQLAlchemy URL.") from exc
+        # The URL is not echoed: it may carry a password.
+        raise ConfigError("the database URL is not a valid SQLAlchemy URL (e.g. sqlite:///credgate.db).") from exc
     driver = parsed.drivername
     if driver in _DRIVERS:
         parsed = parsed.set(drivername=_DRIVERS[driver])
     elif driver not in _DRIVERS.values():
-        raise ConfigError(f"database URL {url!r}: only SQLite and PostgreSQL are supported.")
+        shown = parsed.render_as_string(hide_password=True)
+        raise ConfigError(f"database URL {shown!r}: only SQLite and PostgreSQL are supported.")
     return parsed.render_as_string(hide_password=False)
 
 

@@ -4,7 +4,6 @@ Every failure is one clear line on stderr and a non-zero exit, never a traceback
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sys
@@ -82,12 +81,11 @@ def _mount() -> None:
     from audit.cli import audit
     from gateway.admin_cli import admin
 
+    from consistency.cli import consistency
+
     main.add_command(audit)
     main.add_command(admin)
-    with contextlib.suppress(ImportError):  # consistency is being built alongside
-        from consistency.cli import consistency
-
-        main.add_command(consistency)
+    main.add_command(consistency)
 
 
 _mount()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 from urllib.parse import urlparse
 
+from credcore.db import async_url
 from credcore.errors import ConfigError
 
 
@@ -169,6 +170,10 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("setting 'oauth.token_lifetime' must be at most 600 seconds (short-lived tokens).")
     if settings.audit.checkpoint_interval > 1.0:
         raise ConfigError("setting 'audit.checkpoint_interval' must be at most 1 second (the contract's lag).")
+    try:
+        async_url(settings.database.url)
+    except ConfigError as exc:
+        raise ConfigError(f"setting 'database.url': {exc.description}") from exc
     upstream = urlparse(settings.upstream.url)
     if upstream.scheme not in ("http", "https") or not upstream.hostname:
         raise ConfigError("setting 'upstream.url' must be an http(s) URL of the public credit store.")

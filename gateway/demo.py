@@ -104,6 +104,34 @@ async def _start_store(data_dir: Path, host: str) -> tuple[subprocess.Popen[byte
     return proc, f"http://{host}:{int(port_file.read_text().strip())}"
 
 
+async def _authority_feed(store_url: str) -> list[dict[str, Any]]:
+    """Every record of the store's disclosure feed, following its cursor."""
+    import aiohttp
+
+    records: list[dict[str, Any]] = []
+    cursor: str | None = ""
+    async with aiohttp.ClientSession() as session:
+        while cursor is not None:
+            params = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
+            async with session.get(f"{store_url}/v1/disclosures", params=params) as resp:
+                page = await resp.json()
+            records.extend(page["records"])
+            cursor = page["next"]
+    return records
+
+
+async def _start_mirror(store_url: str, host: str, clock: Clock) -> tuple[web.AppRunner, str]:
+    """A simulated credit service agency with a few realistic discrepancies (issue 5's demo)."""
+    from credstore.agency_mirror import make_agency_snapshot, serve_mirror_app
+
+    snapshot = make_agency_snapshot(await _authority_feed(store_url), seed=5, as_of=clock.now().astimezone(CST).date())
+    runner = web.AppRunner(serve_mirror_app(snapshot), access_log=None, handle_signals=False)
+    await runner.setup()
+    sock = _free_socket(host, 0)
+    await web.SockSite(runner, sock).start()
+    return runner, f"http://{host}:{sock.getsockname()[1]}/agency.jsonl"
+
+
 async def _sample_uscc(store_url: str) -> list[str]:
     import aiohttp
 
@@ -141,6 +169,7 @@ async def run_demo(host: str, port: int, data_dir: Path, *, clock: Clock = syste
     gateway_url = f"http://{host}:{port}"
     store, store_url = await _start_store(data_dir, host)
     runner: web.AppRunner | None = None
+    mirror: web.AppRunner | None = None
     try:
         settings = load_settings(
             environ=os.environ,
@@ -156,6 +185,7 @@ async def run_demo(host: str, port: int, data_dir: Path, *, clock: Clock = syste
         await runner.setup()
         await web.SockSite(runner, sock).start()
         clients = await _provision(app, data_dir, clock)
+        mirror, mirror_url = await _start_mirror(store_url, host, clock)
         demo = {
             "gateway": gateway_url,
             "upstream": store_url,
@@ -164,6 +194,7 @@ async def run_demo(host: str, port: int, data_dir: Path, *, clock: Clock = syste
             "audit_verifier_key": app[GATEWAY].checkpointer.verifier_key,
             "clients": clients,
             "sample_uscc": await _sample_uscc(store_url),
+            "agency_mirror": mirror_url,
         }
         tmp = data_dir / "demo.json.tmp"
         tmp.write_text(json.dumps(demo, ensure_ascii=False, indent=2) + "\n")
@@ -179,6 +210,8 @@ async def run_demo(host: str, port: int, data_dir: Path, *, clock: Clock = syste
         await stop.wait()
         print("credgate demo: stopping", flush=True)
     finally:
+        if mirror is not None:
+            await mirror.cleanup()
         if runner is not None:
             await runner.cleanup()
         sock.close()
@@ -207,6 +240,8 @@ Try it:
   CREDGATE_CLIENT_ID={demo['clients']['auditor']['client_id']} \\
   CREDGATE_CLIENT_SECRET={demo['clients']['auditor']['client_secret']} \\
       credgate audit verify --url {demo['gateway']} --key '{demo['audit_verifier_key']}'
+  credgate consistency check --authority {demo['upstream']}/v1/disclosures \\
+      --agency mirror={demo['agency_mirror']} --format html --output consistency.html
 
 Stop with Ctrl-C.""",
         flush=True,

@@ -89,6 +89,16 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         result = verify(demo)
         assert result.returncode == 0, result.stderr
         key = demo["audit_verifier_key"]
+
+        check = subprocess.run(
+            [sys.executable, "-m", "gateway", "consistency", "check", "--authority", f"{demo['upstream']}/v1/disclosures",
+             "--agency", f"mirror={demo['agency_mirror']}"],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert check.returncode == 1, check.stderr  # the mirror's planted discrepancies are violations
+        findings = json.loads(check.stdout)["agencies"][0]["findings"]
+        violations = sorted({f["class"] for f in findings} - {"missing"})
+        assert violations == ["content_mismatch", "shown_after_expiry", "shown_after_removal"]
     finally:
         assert stop(proc) == 0
 
