@@ -131,6 +131,7 @@ class AuditWriter:
                     )
         except (SQLAlchemyError, OSError) as exc:
             self._size = -1  # resynchronise from the database next time
+            log.error("audit log: a batch of %d entries was not recorded: %s", len(batch), exc)
             error = AuditUnavailable(f"The audit log could not record this request ({type(exc).__name__}).")
             for item in batch:
                 if not item.future.done():
@@ -138,6 +139,8 @@ class AuditWriter:
             return
         except BaseException as exc:
             self._size = -1
+            if not isinstance(exc, asyncio.CancelledError):
+                log.exception("audit log: a batch of %d entries failed", len(batch))
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(AuditUnavailable("The audit log failed; nothing is released."))

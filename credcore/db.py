@@ -63,3 +63,23 @@ def _sqlite_pragmas(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: Any) -> None:
+        # A connection opened while the file was read-only stays read-only, and one whose write
+        # failed may stay broken, after the file recovers: treated as a disconnect, the pool is
+        # dropped and the next transaction opens the file afresh (so the audit log recovers).
+        if _needs_reopen(context.original_exception):
+            context.is_disconnect = True
+
+
+_REOPEN_CODES = ("SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN")
+_REOPEN_MESSAGES = ("readonly database", "disk i/o error", "unable to open database file")
+
+
+def _needs_reopen(exc: BaseException | None) -> bool:
+    if exc is None:
+        return False
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    message = str(exc).lower()
+    return name.startswith(_REOPEN_CODES) or any(text in message for text in _REOPEN_MESSAGES)

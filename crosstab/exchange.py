@@ -12,8 +12,12 @@ fails, nothing moved; if we stop after storing half a page, the next sync fetche
 and the stored half comes back as identical re-sends, accepted and stored once. The push cursor
 moves only after the partner answered for the whole page in the contract's shape. Records
 refused on either side do not hold a cursor back: they would be refused again (the checks are
-deterministic), so they are reported in the `SyncReport` for the audit log instead. Retries are
-the caller's policy (`RetryPolicy`: attempts and exponential backoff, sleep injected).
+deterministic), so they are reported in the `SyncReport` for the audit log instead. The one
+exception is a key rotation: a record signed under a kid the receiver does not hold yet would
+be good once the new key is registered, so the sync stops in front of it (pulling, nothing from
+it on is judged; pushing, pages never straddle a change of our kid) and fails until then.
+Retries are the caller's policy (`RetryPolicy`: attempts and exponential backoff, sleep
+injected).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any, TypeVar
 
 from credcore.clock import Clock, cst_date
 from crosstab.crosswalk import Crosswalk, packaged_crosswalk
-from crosstab.errors import Replay, StaleSeq, SyncFailed
+from crosstab.errors import RecordRejected, Replay, StaleSeq, SyncFailed, UnknownKey
 from crosstab.inbox import InboxResult, Rejected, batch_jtis, check_batch, decide
 from crosstab.outbox import (
     DEFAULT_PAGE,
@@ -39,7 +43,7 @@ from crosstab.outbox import (
     page_limit,
 )
 from crosstab.recognitions import Recognition
-from crosstab.records import MAX_BATCH
+from crosstab.records import MAX_BATCH, parse_record, peek_kid, peek_seq
 from crosstab.store import CrosstabStore, Direction
 from crosstab.trust import DomesticPolicy, Partner
 
@@ -151,6 +155,34 @@ def parse_inbox_answer(body: Any, sent: int) -> tuple[list[str], list[Rejected]]
     if len(accepted) + len(out) != sent:
         raise ValueError(f"the answer covers {len(accepted) + len(out)} of {sent} records")
     return accepted, out
+
+
+def _unknown_key_at(partner: Partner, records: Sequence[object]) -> int | None:
+    """The index of the first record that is the partner's own, of an allowed type, but signed
+    under a kid we do not hold as valid: refusing it would be final, registering the partner's
+    new key would make it good, so a sync stops in front of it instead (see `sync_from`)."""
+    for index, item in enumerate(records):
+        try:
+            parsed = parse_record(item)
+        except RecordRejected:
+            continue
+        record = parsed.record
+        if (
+            record.iss == partner.region
+            and partner.allows(record.type)
+            and partner.key_for(parsed.kid, record.iat) is None
+        ):
+            return index
+    return None
+
+
+def _same_kid_prefix(records: list[str]) -> list[str]:
+    """The leading records signed under one kid: a push page never straddles our key rotation."""
+    first = peek_kid(records[0]) if records else None
+    for index, item in enumerate(records):
+        if peek_kid(item) != first:
+            return records[:index]
+    return records
 
 
 class Region:
@@ -276,6 +308,15 @@ class Region:
                 page = await retry.run(fetch)
             except Exception as exc:
                 raise await self._fail(report, exc) from exc
+            held = _unknown_key_at(partner, page.records)
+            if held is not None:
+                # SECURITY/no loss: a record under a key we do not know yet is not refused for
+                # good. Nothing from it on is judged (a later seq accepted now would make it
+                # stale forever); the cursor stops in front of it and the sync fails loudly
+                # until the partner's new key is registered.
+                seq = peek_seq(page.records[held])
+                stop = max(cursor, (seq - 1) if seq is not None else cursor)
+                page = OutboxPage(records=page.records[:held], next=min(page.next, stop))
             if page.records:
                 result = await self.receive(partner.region, page.records)
                 if on_page is not None:
@@ -291,6 +332,11 @@ class Region:
                 report.rejected.extend(result.rejected)
                 report.pages += 1
             cursor = report.cursor_after = page.next
+            if held is not None:
+                raise await self._fail(report, UnknownKey(
+                    f"Region {partner.region} signs with a key we do not have; register its new key "
+                    f"(re-register the partner with its current JWKS) and sync again."
+                ))
             await self.store.set_cursor(partner.region, "pull", cursor, self.clock.now(), None)
             if not page.records:
                 report.complete = True
@@ -318,6 +364,9 @@ class Region:
             if not page.records:
                 report.complete = True
                 break
+            same = _same_kid_prefix(page.records)
+            if len(same) < len(page.records):
+                page = OutboxPage(records=same, next=peek_seq(same[-1]) or page.next)
 
             async def send(records: list[str] = page.records) -> tuple[list[str], list[Rejected]]:
                 return parse_inbox_answer(await send_batch(records), len(records))
@@ -337,6 +386,16 @@ class Region:
             report.accepted.extend(accepted)
             report.rejected.extend(rejected)
             report.pages += 1
+            unknown = [r.index for r in rejected if r.error == UnknownKey.code and 0 <= r.index < len(page.records)]
+            if unknown:
+                # The partner lacks our (new) key: the page is one kid, so nothing of it was
+                # kept there; hold the cursor in front of it until our key is registered.
+                seq = peek_seq(page.records[min(unknown)])
+                report.cursor_after = max(cursor, (seq - 1) if seq is not None else cursor)
+                raise await self._fail(report, UnknownKey(
+                    f"Region {partner.region} does not know our signing key; it must register our "
+                    f"current JWKS before we push again."
+                ))
             cursor = report.cursor_after = page.next
             await self.store.set_cursor(partner.region, "push", cursor, self.clock.now(), None)
         return report

@@ -211,6 +211,23 @@ def peek_jti(jws: object) -> str | None:
     return jti if isinstance(jti, str) and _JTI.match(jti) else None
 
 
+def peek_seq(jws: object) -> int | None:
+    """The payload's seq if it is a positive integer (our own records, cursor holds); never raises."""
+    seq = _peek(jws, "seq")
+    return seq if type(seq) is int and 1 <= seq <= _MAX_INT else None
+
+
+def peek_kid(jws: object) -> str | None:
+    """The protected header's kid (unverified); never raises."""
+    try:
+        if isinstance(jws, str) and len(jws) <= MAX_RECORD_BYTES and jws.count(".") == 2:
+            kid = _jose.json_object(_jose.b64url_decode(jws.split(".")[0])).get("kid")
+            return kid if isinstance(kid, str) else None
+    except ValueError:
+        pass
+    return None
+
+
 def peek_sub(jws: object) -> str | None:
     """The payload's subject if it is a valid USCC (for audit entries); never raises."""
     sub = _peek(jws, "sub")

@@ -19,6 +19,19 @@ from credcore.errors import NotFound, UpstreamError, UpstreamTimeout
 MAX_UPSTREAM_BYTES = 16 * 1024 * 1024
 
 
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, or UpstreamError past `limit` bytes. (`content.read(n)` returns what has
+    arrived so far, not the whole body: a large answer would be cut at a chunk boundary.)"""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise UpstreamError("The public credit store's answer is too large.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class Upstream:
     def __init__(self, base_url: str, *, connect_timeout: float, read_timeout: float, pool_size: int) -> None:
         self._base = base_url.rstrip("/")
@@ -50,14 +63,12 @@ class Upstream:
                     raise UpstreamError(f"The public credit store answered {resp.status}.")
                 if resp.content_length is not None and resp.content_length > MAX_UPSTREAM_BYTES:
                     raise UpstreamError("The public credit store's answer is too large.")
-                raw = await resp.content.read(MAX_UPSTREAM_BYTES + 1)
+                raw = await _read_bounded(resp, MAX_UPSTREAM_BYTES)
         except (TimeoutError, asyncio.TimeoutError) as exc:
             raise UpstreamTimeout("The public credit store did not answer in time.") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"The public credit store cannot be reached ({type(exc).__name__}).") from exc
-        if len(raw) > MAX_UPSTREAM_BYTES:
-            raise UpstreamError("The public credit store's answer is too large.")
         try:
             return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise UpstreamError("The public credit store answered with something that is not JSON.") from exc

@@ -132,7 +132,7 @@ def database_full(engine: Any) -> Iterator[None]:
         event.remove(engine.sync_engine, "connect", cap)
 
 
-async def test_full_disk_releases_nothing(make_gateway: Any, tmp_path: Path) -> None:
+async def test_full_disk_releases_nothing(make_gateway: Any, tmp_path: Path, caplog: Any) -> None:
     """SQLITE_FULL on the audit append answers 503 with no data; after space returns, it verifies."""
     harness, db, token = await gateway_on(make_gateway, tmp_path)
     # A whole disclosure page: its entry lists every record's digest, so it needs new pages.
@@ -145,6 +145,7 @@ async def test_full_disk_releases_nothing(make_gateway: Any, tmp_path: Path) -> 
         free = sqlite3.connect(db).execute("PRAGMA freelist_count").fetchone()[0]
         assert free < 5, "free pages would absorb the append"
         await assert_nothing_released(harness, path, token)
+    assert "database or disk is full" in caplog.text
     await harness.gw.engine.dispose()
     await assert_recovered_and_verifies(harness, db, path, token)
 
