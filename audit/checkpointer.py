@@ -22,6 +22,7 @@ from audit.checkpoint import Checkpoint, format_checkpoint
 from audit.note import NoteSigner
 from audit.writer import load_frontier
 from credcore.clock import Clock, system_clock
+from credcore.errors import CredgateError
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class Checkpointer:
         self._latest: SignedCheckpoint | None = None
         self._task: asyncio.Task[None] | None = None
         self._poke = asyncio.Event()
+        self._stop = asyncio.Event()
 
     @property
     def verifier_key(self) -> str:
@@ -90,11 +92,13 @@ class Checkpointer:
         self._task = asyncio.create_task(self._run(), name="audit-checkpointer")
 
     async def close(self) -> None:
+        # Stopped, not cancelled: a query cancelled half-way can leave its SQLite transaction
+        # open, and its lock would stall every writer for the busy timeout.
+        self._stop.set()
+        self._poke.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        with contextlib.suppress(SQLAlchemyError, OSError):
+            await self._task
+        with contextlib.suppress(SQLAlchemyError, OSError, CredgateError):
             await self.sign_latest()
 
     def poke(self) -> None:
@@ -102,16 +106,19 @@ class Checkpointer:
         self._poke.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), timeout=self._interval)
             self._poke.clear()
+            if self._stop.is_set():
+                return
             try:
                 await self.sign_latest()
-            except (SQLAlchemyError, OSError) as exc:  # retried next tick; the log itself is intact
+            except (SQLAlchemyError, OSError, CredgateError) as exc:  # retried next tick; the log is intact
                 log.warning("checkpoint not signed: %s", exc)
             # At most one checkpoint per half interval keeps the lag under `interval`.
-            await asyncio.sleep(self._interval / 2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self._interval / 2)
 
     async def latest(self) -> SignedCheckpoint:
         return self._latest if self._latest is not None else await self.sign_latest()

@@ -39,10 +39,16 @@ log = logging.getLogger(__name__)
 SCOPES = ("data:read", "audit:read", "admin", "crosstab:push", "crosstab:pull")
 
 
-async def _poll_revocations(oauth: OAuthService, interval: float) -> None:
-    """Pick up token revocations made by other gateway processes within `interval`."""
-    while True:
-        await asyncio.sleep(interval)
+async def _poll_revocations(oauth: OAuthService, interval: float, stop: asyncio.Event) -> None:
+    """Pick up token revocations made by other gateway processes within `interval`.
+
+    Stopped through `stop`, never cancelled: a query cancelled half-way can leave its SQLite
+    transaction open, and the lock it holds then stalls every writer for the busy timeout."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        if stop.is_set():
+            return
         try:
             await oauth.refresh_revocations()
         except (SQLAlchemyError, OSError) as exc:
@@ -67,8 +73,13 @@ def build_app(settings: Settings, *, clock: Clock = system_clock,
         writer = AuditWriter(engine, max_batch=settings.audit.max_batch)
         licence_store = LicenceStore(engine)
         backend: SQLCounters | RedisCounters
-        backend = RedisCounters(settings.quotas.redis_url) if settings.quotas.backend == "redis" else SQLCounters(engine)
-        licensing = Licensing(licence_store, LeasedCounter(backend), clock, poll_interval=settings.licensing.poll_interval)
+        if settings.quotas.backend == "redis":
+            backend = RedisCounters(settings.quotas.redis_url)
+        else:
+            backend = SQLCounters(engine)
+        licensing = Licensing(
+            licence_store, LeasedCounter(backend), clock, poll_interval=settings.licensing.poll_interval
+        )
         upstream = Upstream(
             settings.upstream.url, connect_timeout=settings.upstream.connect_timeout,
             read_timeout=settings.upstream.read_timeout, pool_size=settings.upstream.pool_size,
@@ -101,13 +112,13 @@ def build_app(settings: Settings, *, clock: Clock = system_clock,
         )
         app[READER] = AuditReader(engine)
         guard = overscope.install(app[GATEWAY])  # over-scope detection (an access observer)
-        poller = asyncio.create_task(_poll_revocations(oauth, settings.licensing.poll_interval))
+        stop_polling = asyncio.Event()
+        poller = asyncio.create_task(_poll_revocations(oauth, settings.licensing.poll_interval, stop_polling))
         try:
             yield
         finally:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+            stop_polling.set()
+            await poller
             await guard.close()
             await checkpointer.close()
             await licensing.close()
@@ -163,8 +174,6 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    server = site._server
-    bound = port
-    if server is not None and server.sockets:
-        bound = server.sockets[0].getsockname()[1]
+    addresses = runner.addresses
+    bound = int(addresses[0][1]) if addresses else port
     return runner, bound

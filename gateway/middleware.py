@@ -1,9 +1,10 @@
 """The error boundary and the request limits.
 
 `error_middleware` is the one place that turns every error into the contract's body
-`{"error", "error_description"}`. For /v1 requests it answers through `release`, so a refusal
-is audited exactly like a success and carries its `Audit-Entry`. The process never dies on a
-request: an unexpected exception is logged and answered 500.
+`{"error", "error_description"}`. For /v1 requests, and for requests that match no route, it
+answers through `release`, so a refusal is audited exactly like a success and carries its
+`Audit-Entry`. The process never dies on a request: an unexpected exception is logged and
+answered 500.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from opentelemetry.trace import SpanKind
 
 from credcore.errors import BadRequest, CredgateError, NotFound, RequestTooLarge
@@ -26,6 +28,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def is_v1(request: web.Request) -> bool:
     return request.raw_path == "/v1" or request.raw_path.startswith(("/v1/", "/v1?"))
+
+
+def is_audited(request: web.Request) -> bool:
+    """/v1 requests, and requests that match no route at all: a probe such as `/%2e%2e/v1/...`
+    or `//v1/...` aimed at the data is refused 404, and the refusal is on the record too."""
+    return is_v1(request) or request.match_info.http_exception is not None
 
 
 def check_limits(request: web.Request, limits: ServerSettings) -> None:
@@ -53,11 +61,11 @@ def _from_http(exc: web.HTTPException) -> CredgateError:
     return CredgateError(exc.reason or "The request failed.", status=exc.status)
 
 
-def error_middleware() -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def error_middleware() -> Middleware:
     @web.middleware
     async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
         gw = request.app[GATEWAY]
-        if not is_v1(request):
+        if not is_audited(request):
             try:
                 check_limits(request, gw.settings.server)
                 return await handler(request)
@@ -71,14 +79,15 @@ def error_middleware() -> Callable[[web.Request, Handler], Awaitable[web.StreamR
                 log.exception("unhandled error on %s %s", request.method, request.path)
                 return error_response(CredgateError("The gateway failed to handle the request."))
 
-        record = AccessRecord(
-            method=request.method,
-            path=request.path[:512],
-            query=request.query_string[:512],
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        record = AccessRecord(  # the path and query exactly as sent (not decoded), for forensics
+            method=request.method[:16],
+            path=raw_path[:512],
+            query=raw_query[:512],
             purpose=(request.headers.get("X-Purpose") or "").strip()[:64] or None,
         )
         request[ACCESS] = record
-        name = f"{request.method} /v1"
+        name = f"{request.method} /v1" if is_v1(request) else f"{request.method} (no route)"
         with gw.tracer.start_as_current_span(name, kind=SpanKind.SERVER, context=extract(request.headers)) as span:
             record.trace_id = trace_id_hex(span)
             try:

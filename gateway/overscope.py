@@ -66,12 +66,18 @@ class Trip:
     detail: dict[str, Any]
 
 
-def _sequence_key(code: str) -> tuple[str, int] | None:
-    """(registration authority, type and division; organization code body as a number)."""
+def _sequence_keys(code: str) -> tuple[tuple[str, int], ...]:
+    """Where a code sits in the orders an enumerator would walk: its organization code body
+    (positions 9-16) read in base 36 (0-9 then A-Z) and, when all digits, in base 10; keyed by
+    the first 8 positions (registration authority, entity type, division)."""
+    body = code[8:16]
     try:
-        return code[:8], int(code[8:16], 36)
+        keys = [(code[:8] + "/36", int(body, 36))]
     except ValueError:
-        return None
+        return ()
+    if body.isdigit():
+        keys.append((code[:8] + "/10", int(body)))
+    return tuple(keys)
 
 
 @dataclass
@@ -91,9 +97,7 @@ class _Track:
             if seen > horizon:
                 break
             del self.codes[code]
-            key = _sequence_key(code)
-            if key is not None:
-                self.keys.discard(key)
+            self.keys.difference_update(_sequence_keys(code))
 
     @property
     def empty(self) -> bool:
@@ -136,14 +140,12 @@ class Detector:
             track.codes[code] = now
             return
         track.codes[code] = now
-        key = _sequence_key(code)
-        if key is None:
-            return
-        prefix, body = key
+        keys = _sequence_keys(code)
         gap = self.thresholds.sequential_gap
-        if any((prefix, body + d) in track.keys or (prefix, body - d) in track.keys for d in range(1, gap + 1)):
+        if any((prefix, body + d) in track.keys or (prefix, body - d) in track.keys
+               for prefix, body in keys for d in range(1, gap + 1)):
             track.sequential.append(now)
-        track.keys.add(key)
+        track.keys.update(keys)
 
     def _check(self, track: _Track, codes: list[str]) -> Trip | None:
         t = self.thresholds

@@ -8,6 +8,7 @@ further (SQLite's SQLITE_FULL, the error a full disk gives).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -15,7 +16,7 @@ import shutil
 import sqlite3
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,21 @@ async def assert_recovered_and_verifies(harness: Any, db: Path, path: str, token
     assert await wait_for(covered, timeout=5.0)
     report = await verify_database(f"sqlite:///{db}", [])
     assert report.startswith("audit log verified")
+
+
+@contextlib.asynccontextmanager
+async def write_lock_held(db: Path) -> AsyncIterator[None]:
+    """Another connection holds the database's write lock (BEGIN EXCLUSIVE) for the block. It is
+    taken off the event loop, which must keep serving the gateway while the lock is awaited."""
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    try:
+        await asyncio.to_thread(other.execute, "BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            other.execute("ROLLBACK")
+    finally:
+        other.close()
 
 
 def kernel_refuses_writes(files: list[Path]) -> contextlib.AbstractContextManager[None]:
@@ -104,14 +120,9 @@ async def test_locked_database_releases_nothing(make_gateway: Any, tmp_path: Pat
     harness, db, token = await gateway_on(make_gateway, tmp_path)
     path = f"/v1/entities/{sample_code}/penalties"
     assert (await harness.get(path, token)).status == 200
-    other = sqlite3.connect(db, isolation_level=None)
-    try:
-        other.execute("BEGIN EXCLUSIVE")
+    async with write_lock_held(db):
         await assert_nothing_released(harness, path, token)
         await assert_nothing_released(harness, path, None)  # a refusal cannot be recorded either
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
     await assert_recovered_and_verifies(harness, db, path, token)
 
 
@@ -119,17 +130,19 @@ async def test_locked_database_releases_nothing(make_gateway: Any, tmp_path: Pat
 def database_full(engine: Any) -> Iterator[None]:
     """Every new connection of `engine` may not grow the file: `PRAGMA max_page_count` set to
     the current size, so SQLite fails writes with SQLITE_FULL exactly as on a full disk."""
+    full = True
 
     def cap(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA max_page_count = 1")  # clamped to the current page count
-        cursor.close()
+        if full:  # the listener stays (removing it races the driver's threads); it just stops
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA max_page_count = 1")  # clamped to the current page count
+            cursor.close()
 
     event.listen(engine.sync_engine, "connect", cap)
     try:
         yield
     finally:
-        event.remove(engine.sync_engine, "connect", cap)
+        full = False
 
 
 async def test_full_disk_releases_nothing(make_gateway: Any, tmp_path: Path, caplog: Any) -> None:
@@ -155,14 +168,9 @@ async def test_outage_entries_never_appear_in_the_log(make_gateway: Any, tmp_pat
     harness, db, token = await gateway_on(make_gateway, tmp_path)
     path = f"/v1/entities/{sample_code}/penalties"
     first = int((await harness.get(path, token)).headers["Audit-Entry"])
-    other = sqlite3.connect(db, isolation_level=None)
-    other.execute("BEGIN EXCLUSIVE")
-    try:
+    async with write_lock_held(db):
         for _ in range(3):
             await assert_nothing_released(harness, path, token)
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
     second = int((await harness.get(path, token)).headers["Audit-Entry"])
     assert second == first + 1
     auditor = await harness.token("auditor")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import json
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +78,7 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@contextlib.asynccontextmanager
-async def fresh_pg_database() -> AsyncIterator[str]:
-    """A new PostgreSQL database, dropped afterwards (the pg_url fixture, usable inside other fixtures)."""
+async def _create_pg_database() -> str:
     need_service(5432, "PostgreSQL", PG_HINT)
     import asyncpg
 
@@ -88,14 +88,28 @@ async def fresh_pg_database() -> AsyncIterator[str]:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
+    return f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+async def _drop_pg_database(url: str) -> None:
+    import asyncpg
+
+    name = url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="test")
     try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
-        admin = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="test")
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def fresh_pg_database() -> AsyncIterator[str]:
+    """A new PostgreSQL database, dropped afterwards (the pg_url fixture, usable inside other fixtures)."""
+    url = await _create_pg_database()
+    try:
+        yield url
+    finally:
+        await _drop_pg_database(url)
 
 
 class Proxy:
@@ -155,7 +169,8 @@ def start_store(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     log = open(tmp / "store.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
         [sys.executable, "-m", "credstore", "--db", str(tmp / "store.db"), "--port", "0",
-         "--port-file", str(port_file), "--entities", "60", "--records", "400", "--seed", "11"],
+         "--port-file", str(port_file), "--entities", "60", "--records", "400", "--seed", "11",
+         "--reference-date", "2026-11-01"],  # the conftest `dataset`: the same codes
         stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=_env({}), cwd=ROOT,
     )
     _wait(lambda: port_file.exists(), proc, 60, tmp / "store.log")
@@ -179,7 +194,7 @@ def start_gateway(tmp: Path, name: str, *, db_url: str, store_url: str, public_u
     """`credgate serve --config FILE` on a free loopback port; answers the process and its URL."""
     config = tmp / f"{name}.toml"
     config.write_text(
-        "[server]\nhost = \"127.0.0.1\"\nport = 0\n"
+        f"[server]\nhost = \"127.0.0.1\"\nport = {closed_port()}\n"
         f"public_url = \"{public_url}\"\n"
         f"[database]\nurl = \"{db_url}\"\n"
         f"[upstream]\nurl = \"{store_url}\"\n"
@@ -222,8 +237,81 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 async def token_from(session: aiohttp.ClientSession, url: str, client_id: str, secret: str) -> str:
+    basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode("ascii")
     async with session.post(f"{url}/oauth/token", data={"grant_type": "client_credentials"},
-                            auth=aiohttp.BasicAuth(client_id, secret)) as resp:
+                            headers={"Authorization": f"Basic {basic}"}) as resp:
         body = await resp.json()
         assert resp.status == 200, body
         return str(body["access_token"])
+
+
+# --- clusters of gateway processes ----------------------------------------------------------
+
+PUBLIC_URL = "http://127.0.0.1:18080"  # one issuer for every process, as behind a load balancer
+
+
+@dataclass
+class Cluster:
+    """Several `credgate serve` processes sharing one database (and maybe Redis)."""
+
+    urls: list[str]
+    db_url: str
+    secrets: dict[str, str] = field(default_factory=dict)
+
+    async def provision(self, client_id: str, *, scope: str = "data:read", body: dict[str, Any] | None = None,
+                        licence_id: str | None = None) -> str:
+        """Create a client (and its licence) straight in the shared database, as `credgate admin` does."""
+        from gateway.admin import provision_operator
+        from gateway.offline import admin_context
+
+        secret = uuid.uuid4().hex
+        async with admin_context(self.db_url) as ctx:
+            await provision_operator(ctx, name=client_id, scope=scope, client_id=client_id, client_secret=secret,
+                                     licence=body, licence_id=licence_id or f"{client_id}-L1", actor="test-setup")
+        self.secrets[client_id] = secret
+        return secret
+
+    async def token(self, session: aiohttp.ClientSession, client_id: str, process: int = 0) -> str:
+        return await token_from(session, self.urls[process], client_id, self.secrets[client_id])
+
+    async def wait_licensed(self, client_id: str, code: str, within: float = 5.0, subpath: str = "") -> None:
+        """Wait until every process holds the operator's licence, probing with an unlicensed purpose
+        (refused by the licence, so the probe consumes no quota)."""
+        async with aiohttp.ClientSession() as session:
+            token = await self.token(session, client_id)
+            headers = {"Authorization": f"Bearer {token}", "X-Purpose": "probe"}
+            deadline = asyncio.get_running_loop().time() + within
+            for url in self.urls:
+                while True:
+                    async with session.get(f"{url}/v1/entities/{code}{subpath}", headers=headers) as resp:
+                        body = await resp.json()
+                    if "purpose 'probe'" in body.get("error_description", ""):
+                        break
+                    assert asyncio.get_running_loop().time() < deadline, body
+                    await asyncio.sleep(0.15)  # gently: each probe is a scope denial to the over-scope guard
+
+
+@contextlib.contextmanager
+def cluster(tmp: Path, *, db_url: str, size: int, env: dict[str, str] | None = None) -> Iterator[Cluster]:
+    """The reference store and `size` gateway processes on `db_url`, stopped at the end."""
+    with processes() as started:
+        store, store_url = start_store(tmp)
+        started.append(store)
+        shared = Cluster([], db_url)
+        asyncio.run(shared.provision("admin", scope="admin"))  # also creates the schema and the signing key
+        for n in range(size):
+            proc, url = start_gateway(tmp, f"gw{n}", db_url=db_url, store_url=store_url, public_url=PUBLIC_URL,
+                                      env=env)
+            started.append(proc)
+            shared.urls.append(url)
+        yield shared
+
+
+@contextlib.contextmanager
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for a module of tests (sync: for module-scoped fixtures)."""
+    url = asyncio.run(_create_pg_database())
+    try:
+        yield url
+    finally:
+        asyncio.run(_drop_pg_database(url))

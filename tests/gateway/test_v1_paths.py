@@ -1,0 +1,107 @@
+"""Paths that could be read two ways never reach another route (issue 2, "Bad input").
+
+Requests go out as raw request lines over a socket, so no client library normalises
+`..`, `%2e%2e`, `%2F`, `//` or NUL before the gateway sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import pytest
+
+CODE = "91110108551385082Q"  # a valid code (uscc-codes.json); the store need not know it
+
+
+async def raw_get(harness: Any, target: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """Send `GET <target> HTTP/1.1` byte for byte; the status, headers and body of the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.client.server.port)
+    lines = [b"GET " + target + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close"]
+    lines += [f"{k}: {v}".encode() for k, v in headers.items()]
+    writer.write(b"\r\n".join(lines) + b"\r\n\r\n")
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parsed = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        parsed[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), parsed, body
+
+
+async def audit_entry(harness: Any, auditor: str, index: int) -> dict[str, Any]:
+    resp = await harness.client.get("/audit/entries", params={"start": str(index), "end": str(index + 1)},
+                                    headers={"Authorization": f"Bearer {auditor}"})
+    (item,) = (await resp.json())["entries"]
+    entry: dict[str, Any] = json.loads(base64.b64decode(item["leaf"]))
+    return entry
+
+
+AMBIGUOUS = [  # 400: the /v1 path itself is not plain
+    f"/v1/entities/{CODE}/../{CODE}/penalties",
+    f"/v1/entities/{CODE}/./penalties",
+    "/v1/../audit/entries?start=0&end=5",
+    "/v1/entities/%2e%2e/%2e%2e/audit/entries?start=0&end=5",
+    "/v1/%2E%2E/admin/operators/op/suspend",
+    f"/v1/entities/{CODE}%2Fpenalties",
+    f"/v1/entities/{CODE}%2fpenalties",
+    f"/v1//entities/{CODE}/penalties",
+    f"/v1/entities//{CODE}",
+    f"/v1/entities/{CODE}/penalties%00",
+    f"/v1/entities/{CODE}%00/penalties",
+    f"/v1/entities/{CODE}\\penalties",
+]
+UNKNOWN = [  # 404: no such route (including probes that only mention /v1 somewhere)
+    f"/v1/entities/{CODE}/secrets",
+    f"/v1/entities/{CODE}/penalties/",
+    "/v1/entities",
+    "/v1",
+    "/v1/nothing",
+    f"/v2/entities/{CODE}/penalties",
+    f"//v1/entities/{CODE}/penalties",
+    f"/./v1/entities/{CODE}/penalties",
+    f"/%2e%2e/v1/entities/{CODE}/penalties",
+    f"/audit/../v1/entities/{CODE}/penalties",
+    "/audit/key/../../v1/disclosures",
+    "/healthz/../audit/entries?start=0&end=5",
+]
+
+
+@pytest.mark.parametrize(("paths", "status"), [(AMBIGUOUS, 400), (UNKNOWN, 404)], ids=["ambiguous", "unknown"])
+async def test_path_never_reaches_another_route(make_gateway: Any, paths: list[str], status: int) -> None:
+    """Each path answers 400 or 404 with the contract body, audited, for operator and auditor."""
+    harness = await make_gateway()
+    tokens = {"op": await harness.token("op"), "auditor": await harness.token("auditor")}
+    for path in paths:
+        for who, token in tokens.items():
+            got, headers, body = await raw_get(harness, path.encode(), {"Authorization": f"Bearer {token}",
+                                                                         "X-Purpose": "credit_check"})
+            assert got == status, (path, who, body)
+            error = json.loads(body)
+            assert set(error) == {"error", "error_description"}, (path, body)
+            assert error["error"] == ("not_found" if status == 404 else "invalid_request"), (path, body)
+            entry = await audit_entry(harness, tokens["auditor"], int(headers["audit-entry"]))
+            assert (entry["decision"], entry["status"]) == ("deny", status), (path, entry)
+            assert entry["request"]["path"] == path.partition("?")[0]  # recorded as sent, not decoded
+
+
+async def test_raw_nul_byte_is_refused_before_routing(make_gateway: Any) -> None:
+    """A literal NUL in the request line is refused 400 by the HTTP parser; the gateway lives on."""
+    harness = await make_gateway(operators=False)
+    status, _, body = await raw_get(harness, f"/v1/entities/{CODE}\x00/penalties".encode(), {})
+    assert status == 400
+    assert b"records" not in body
+    assert (await harness.client.get("/healthz")).status == 200
+
+
+async def test_malformed_code_in_path_is_invalid_uscc(make_gateway: Any) -> None:
+    """A lower-case code is not quietly upper-cased into a valid one: 400 invalid_uscc."""
+    harness = await make_gateway(operators=False)
+    status, headers, body = await raw_get(harness, f"/v1/entities/{CODE.lower()}/penalties".encode(), {})
+    assert status == 400 and json.loads(body)["error"] == "invalid_uscc"
+    assert "audit-entry" in headers
