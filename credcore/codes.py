@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 
 from credcore.errors import InvalidUSCC
 
@@ -78,8 +79,18 @@ PROVINCE_CODES = frozenset(
 )
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
-# 17 digits then a digit or X, not embedded in a longer run of code characters.
-_ID_CANDIDATE = re.compile(r"(?<![0-9A-Za-z])(\d{17}[\dXx])(?![0-9A-Za-z])")
+# 17 digits then a digit or X, not embedded in a longer run of code characters. `\d` is any
+# Unicode decimal digit: an ID number written in full-width digits is still an ID number.
+_ID_CANDIDATE = re.compile(r"(?<![0-9A-Za-z])(\d{17}[\dXx\uff38\uff58])(?![0-9A-Za-z])")
+
+
+def _ascii_form(candidate: str) -> str:
+    """Full-width or other Unicode digits (and a full-width X) as their ASCII equivalents."""
+    if candidate.isascii():
+        return candidate
+    return "".join(
+        str(unicodedata.decimal(c)) if c.isdecimal() else unicodedata.normalize("NFKC", c) for c in candidate
+    )
 
 
 def resident_id_check_char(first17: str) -> str:
@@ -104,11 +115,11 @@ def is_resident_id(value: str) -> bool:
 
 def find_resident_ids(text: str) -> list[str]:
     """Every resident ID number that stands as its own token in `text`."""
-    return [m for m in _ID_CANDIDATE.findall(text) if is_resident_id(m)]
+    return [m for m in _ID_CANDIDATE.findall(text) if is_resident_id(_ascii_form(m))]
 
 
 def mask_resident_ids(text: str) -> str:
     """Replace each resident ID number in `text` with asterisks of the same length."""
     if not any(ch.isdigit() for ch in text):
         return text
-    return _ID_CANDIDATE.sub(lambda m: "*" * 18 if is_resident_id(m.group(1)) else m.group(1), text)
+    return _ID_CANDIDATE.sub(lambda m: "*" * 18 if is_resident_id(_ascii_form(m.group(1))) else m.group(1), text)

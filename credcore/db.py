@@ -8,6 +8,7 @@ another process committed in between.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -39,30 +40,50 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, *, busy_timeout: float = 5.0, **kwargs: Any) -> AsyncEngine:
+def make_engine(url: str, *, busy_timeout: float = 5.0, read_only: bool = False, **kwargs: Any) -> AsyncEngine:
     """The engine for `url`. On SQLite, `busy_timeout` is how many seconds a write waits for a
-    lock held by another connection before it fails (and the audit log answers 503)."""
-    engine = create_async_engine(async_url(url), **kwargs)
+    lock held by another connection before it fails (and the audit log answers 503).
+
+    `read_only` (for readers such as `audit verify`): a SQLite file is opened read-only, is never
+    created, and its transactions are plain deferred ones, so reading a live gateway's database
+    takes no write lock and never holds up its audit appends."""
+    target = async_url(url)
+    if read_only and target.startswith("sqlite"):
+        target, kwargs = _read_only_sqlite(target, kwargs)
+    engine = create_async_engine(target, **kwargs)
     if is_sqlite(engine):
-        _sqlite_pragmas(engine, busy_timeout_ms=max(0, int(busy_timeout * 1000)))
+        _sqlite_pragmas(engine, busy_timeout_ms=max(0, int(busy_timeout * 1000)), read_only=read_only)
     return engine
 
 
-def _sqlite_pragmas(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
+def _read_only_sqlite(target: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    parsed = make_url(target)
+    path = parsed.database or ""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        raise ConfigError("a read-only SQLite database needs a plain file path (sqlite:///path/to/file.db).")
+    if not Path(path).is_file():
+        raise ConfigError(f"there is no SQLite database at {path}.")
+    # SQLAlchemy's documented form for SQLite URI filenames: sqlite:///file:PATH?mode=ro&uri=true
+    parsed = parsed.set(database=f"file:{Path(path).resolve().as_posix()}", query={"mode": "ro", "uri": "true"})
+    return parsed.render_as_string(hide_password=False), kwargs
+
+
+def _sqlite_pragmas(engine: AsyncEngine, *, busy_timeout_ms: int, read_only: bool = False) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
+        if not read_only:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     @event.listens_for(engine.sync_engine, "handle_error")
     def _on_error(context: Any) -> None:

@@ -122,9 +122,15 @@ class Recognition:
             "jws": self.jws,
         }
 
-    def to_record(self) -> dict[str, Any]:
-        """The flat record of the `recognitions` data set (policies.catalogue.RECOGNITION names)."""
+    def to_record(self, today: dt.date) -> dict[str, Any]:
+        """The flat record of the `recognitions` data set (policies.catalogue.RECOGNITION names);
+        `jws` lets an operator check the partner's signature itself."""
         return {
+            "status": self.status(today),
+            "origin_name": self.origin_name,
+            "revoked_by": self.revoked_by,
+            "issued_at": self.issued_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+            "jws": self.jws,
             "jti": self.jti,
             "origin_region": self.origin_region,
             "type": self.type,

@@ -263,7 +263,7 @@ class CrosstabRuntime:
 
     async def recognitions(self, uscc: str) -> dict[str, Any]:
         """The `recognitions` data set for one company (the /v1 pipeline filters and audits it)."""
-        return {"uscc": uscc, "records": [r.to_record() for r in await self.region.recognitions(uscc)]}
+        return {"uscc": uscc, "records": [r.to_record(self.region.today()) for r in await self.region.recognitions(uscc)]}
 
     # --- sync (CLI) -----------------------------------------------------------------------
 

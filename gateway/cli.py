@@ -82,10 +82,12 @@ def _mount() -> None:
     from gateway.admin_cli import admin
 
     from consistency.cli import consistency
+    from gateway.crosstab_cli import crosstab
 
     main.add_command(audit)
     main.add_command(admin)
     main.add_command(consistency)
+    main.add_command(crosstab)
 
 
 _mount()

@@ -7,7 +7,10 @@ environment is passed in, never read from `os.environ` here, so tests inject the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -131,17 +134,17 @@ def _coerce(section: str, key: str, kind: type, value: Any) -> Any:
         if isinstance(value, bool):
             return value
     elif kind is int:
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
             value = int(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif kind is float:
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"setting '{name}' must be a finite number, not {value!r}.")
             return float(value)
     elif kind is str and isinstance(value, str):
         return value
@@ -164,6 +167,8 @@ def _validate(settings: Settings) -> None:
     for section, key in positive:
         if getattr(getattr(settings, section), key) <= 0:
             raise ConfigError(f"setting '{section}.{key}' must be positive.")
+    if settings.database.busy_timeout < 0:
+        raise ConfigError("setting 'database.busy_timeout' must be zero or more seconds.")
     if settings.server.port > 65535:
         raise ConfigError("setting 'server.port' must be at most 65535.")
     if settings.oauth.token_lifetime > 600:

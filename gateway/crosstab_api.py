@@ -92,19 +92,23 @@ async def _answer(request: web.Request, rec: ExchangeRecord, status: int, body: 
 
 async def _exchange(request: web.Request, rec: ExchangeRecord, scope: str, work: Work) -> web.Response:
     rec.method, rec.path, rec.query = request.method, request.path[:512], request.query_string[:512]
+    error: CredgateError
     try:
         runtime = _runtime(request)
         claims = require_scope(request, scope)  # 401 invalid_token, 403 insufficient_scope
         rec.client_id = claims.client_id
         body = await work(runtime, claims.client_id, rec, request)
     except CredgateError as exc:
-        rec.reason = exc.description
-        return await _answer(request, rec, exc.status, json_bytes(exc.body()), exc)
+        error = exc
     except web.HTTPRequestEntityTooLarge:
         error = RequestTooLarge("The request body is too large.")
-        rec.reason = error.description
-        return await _answer(request, rec, error.status, json_bytes(error.body()), error)
-    return await _answer(request, rec, 200, json_bytes(body), None)
+    except Exception:  # a database or programming error: still an exchange, still recorded
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        error = CredgateError("The gateway failed to handle the exchange.")
+    else:
+        return await _answer(request, rec, 200, json_bytes(body), None)
+    rec.reason = error.description
+    return await _answer(request, rec, error.status, json_bytes(error.body()), error)
 
 
 async def _push(runtime: CrosstabRuntime, client_id: str, rec: ExchangeRecord, request: web.Request) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from credcore.canonical import digest_json
-from credcore.codes import mask_resident_ids
+from credcore.codes import is_valid_uscc, mask_resident_ids
 from policies.licence import region_matches
 
 ENVELOPE = frozenset({"uscc", "records", "next"})
@@ -30,13 +30,26 @@ class Released:
     records: list[dict[str, str]] = field(default_factory=list)
 
 
-def _scrub(value: Any) -> Any:
+def is_code_field(key: str) -> bool:
+    """`uscc`, `authority_uscc`, ...: fields that hold a credit code, never a person's number."""
+    return key == "uscc" or key.endswith("_uscc")
+
+
+def is_id_number_field(key: str) -> bool:
+    return key == "id_number" or key.endswith("_id_number")
+
+
+def _scrub(value: Any, key: str = "") -> Any:
     if isinstance(value, str):
+        # An all-digit credit code can pass every check of an ID number (region, birth date,
+        # check digit); in a code field, a valid credit code is what it is and stays whole.
+        if is_code_field(key) and is_valid_uscc(value):
+            return value
         return mask_resident_ids(value)
     if isinstance(value, dict):
-        return {k: _scrub(v) for k, v in value.items() if not k.endswith("_id_number")}
+        return {k: _scrub(v, k) for k, v in value.items() if not is_id_number_field(k)}
     if isinstance(value, list):
-        return [_scrub(v) for v in value]
+        return [_scrub(v, key) for v in value]
     return value
 
 
@@ -45,8 +58,8 @@ def _record(record: Any, allowed: frozenset[str], out: Released) -> dict[str, An
         return None
     kept: dict[str, Any] = {}
     for key, value in record.items():
-        if key in allowed and not key.endswith("_id_number"):
-            kept[key] = _scrub(value)
+        if key in allowed and not is_id_number_field(key):
+            kept[key] = _scrub(value, key)
             out.fields.add(key)
         else:
             out.stripped.add(key)
@@ -72,7 +85,7 @@ def filter_body(body: Any, allowed: frozenset[str], *, bulk: bool, region_prefix
         if bulk and "*" not in prefixes:
             records = [r for r in records if _in_regions(r, prefixes)]
         kept = [r for r in (_record(r, allowed, out) for r in records) if r is not None]
-        envelope = {k: _scrub(v) for k, v in body.items() if k in ENVELOPE and k != "records"}
+        envelope = {k: _scrub(v, k) for k, v in body.items() if k in ENVELOPE and k != "records"}
         out.body = {**envelope, "records": kept}
     elif isinstance(body, dict):
         out.body = _record(body, allowed, out) or {}

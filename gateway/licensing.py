@@ -146,7 +146,7 @@ class Licensing:
             affected.add(row.client_id)
             if old != row.licence:
                 self._buckets.pop(row.licence_id, None)
-                self._counter.forget(row.licence_id + ":")
+                self._counter.forget(row.licence_id)
         for licence_id in set(old_licences) - {row.licence_id for row in changes.licences}:
             self._buckets.pop(licence_id, None)  # gone from the database
         for client_id, status in changes.operators:

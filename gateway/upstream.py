@@ -51,8 +51,8 @@ class Upstream:
         if self._session is not None:
             await self._session.close()
 
-    async def get_json(self, path: str, params: Mapping[str, str], headers: Mapping[str, str]) -> Any:
-        """GET `path` from the store; the decoded JSON, or NotFound / UpstreamError / UpstreamTimeout."""
+    async def get_json(self, path: str, params: Mapping[str, str], headers: Mapping[str, str]) -> dict[str, Any]:
+        """GET `path` from the store: its JSON object, or NotFound / UpstreamError / UpstreamTimeout."""
         if self._session is None:
             raise UpstreamError("The gateway has no connection to the public credit store.")
         try:
@@ -69,6 +69,9 @@ class Upstream:
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"The public credit store cannot be reached ({type(exc).__name__}).") from exc
         try:
-            return json.loads(raw)
+            body = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise UpstreamError("The public credit store answered with something that is not JSON.") from exc
+        if not isinstance(body, dict):
+            raise UpstreamError("The public credit store answered with JSON that is not an object.")
+        return body

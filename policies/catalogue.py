@@ -26,7 +26,7 @@ ENTITY = (
 RECOGNITION = (
     "jti", "origin_region", "type", "uscc", "subject_name", "scheme", "grade", "mapped_scheme",
     "mapped_grade", "list_name", "decision_number", "authority", "authority_uscc", "valid_from",
-    "valid_until", "revoked", "received_at",
+    "valid_until", "revoked", "received_at", "status", "origin_name", "revoked_by", "issued_at", "jws",
 )
 
 DATASETS: dict[str, frozenset[str]] = {

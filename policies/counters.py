@@ -165,6 +165,7 @@ class LeasedCounter:
         self._leases: dict[str, int] = {}  # units granted to this process and not yet used
         self._remaining: dict[str, int] = {}  # what the backend said was left, at the last grant
         self._expires: dict[str, dt.datetime] = {}
+        self._groups: dict[str, set[str]] = {}  # group (the key up to its first ':') → its keys
 
     async def try_consume(self, key: str, limit: int, expires_at: dt.datetime) -> bool:
         if self._leases.get(key, 0) > 0:
@@ -175,6 +176,7 @@ class LeasedCounter:
         granted, used = await self.backend.reserve(key, limit, block, expires_at)
         self._remaining[key] = limit - used
         self._expires[key] = expires_at
+        self._groups.setdefault(key.split(":", 1)[0], set()).add(key)
         if granted <= 0:
             return False
         if granted > 1:
@@ -188,10 +190,12 @@ class LeasedCounter:
         else:
             await self.backend.give_back(key, 1)
 
-    def forget(self, prefix: str) -> None:
-        """Drop local leases whose key starts with `prefix` (its licence changed: fail closed)."""
-        for key in [k for k in self._expires if k.startswith(prefix)]:
-            self._drop(key)
+    def forget(self, group: str) -> None:
+        """Drop the local leases of every key `group:...` (its licence changed: fail closed)."""
+        for key in self._groups.pop(group, set()):
+            self._leases.pop(key, None)
+            self._remaining.pop(key, None)
+            self._expires.pop(key, None)
 
     def drop_expired(self, now: dt.datetime) -> None:
         """Forget the leases and hints of windows that have ended."""
@@ -202,6 +206,9 @@ class LeasedCounter:
         self._leases.pop(key, None)
         self._remaining.pop(key, None)
         self._expires.pop(key, None)
+        keys = self._groups.get(key.split(":", 1)[0])
+        if keys is not None:
+            keys.discard(key)
 
     async def close(self) -> None:
         """Give unused leases back, so a stopped process strands no units (best effort)."""

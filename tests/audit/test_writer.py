@@ -39,7 +39,8 @@ async def leaves_of(url: str) -> list[bytes]:
     engine = make_engine(url)
     try:
         async with engine.connect() as conn:
-            rows = await conn.execute(select(tables.entries.c.idx, tables.entries.c.leaf).order_by(tables.entries.c.idx))
+            query = select(tables.entries.c.idx, tables.entries.c.leaf).order_by(tables.entries.c.idx)
+            rows = await conn.execute(query)
             result = [(int(r.idx), bytes(r.leaf)) for r in rows]
     finally:
         await engine.dispose()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -344,3 +349,40 @@ async def test_jwks_is_public_and_has_no_private_part(gw: GatewayKit) -> None:
     resp = await gw.h.client.get("/crosstab/v1/jwks.json")
     [key] = (await resp.json())["keys"]
     assert resp.status == 200 and key["kid"].startswith(SH) and "d" not in key and key["crv"] == "Ed25519"
+
+
+# --- no audit, no exchange ------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def write_lock_held(db: Path) -> AsyncIterator[None]:
+    """Another connection holds the database's write lock, so the audit log cannot append."""
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    try:
+        await asyncio.to_thread(other.execute, "BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+async def test_no_records_leave_when_the_audit_log_cannot_record(make_gateway: Any, clock: FixedClock,
+                                                                  tmp_path: Path) -> None:
+    """With the log's database locked, a pull answers 503 audit_unavailable with no records and no entry."""
+    db = tmp_path / "locked.db"
+    kit = GatewayKit(await make_gateway(clock=clock, db_url=f"sqlite:///{db}", database={"busy_timeout": 0.2},
+                                        crosstab={"enabled": True, "region": SH}))
+    await _issue(kit, domestic_only=False)
+    client = await kit.register(PartnerKit(JS, clock))
+    headers = await kit.bearer(client)
+    async with write_lock_held(db):
+        resp = await kit.h.client.get("/crosstab/v1/outbox?after=0", headers=headers)
+        body = await resp.json()
+        assert (resp.status, body["error"], "Audit-Entry" in resp.headers) == (503, "audit_unavailable", False)
+        assert "records" not in body
+        resp = await kit.h.client.post("/crosstab/v1/inbox", json={"records": []}, headers=headers)
+        assert resp.status == 503 and "Audit-Entry" not in resp.headers
+    resp, body = await kit.pull(client, "?after=0")
+    assert resp.status == 200 and len(body["records"]) == 1

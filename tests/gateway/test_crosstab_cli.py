@@ -15,7 +15,7 @@ from audit import tables as audit_tables
 from credcore.clock import system_clock
 from credcore.db import make_engine
 from crosstab import tables
-from crosstab.cli import crosstab
+from gateway.crosstab_cli import crosstab
 from tests.crosstab.partner_kit import PartnerKit, uscc
 
 SH, JS = "310000", "320000"

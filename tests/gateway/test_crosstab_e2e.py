@@ -31,16 +31,12 @@ pytestmark = pytest.mark.slow
 
 SH, GD, HK = "310000", "440000", "810000"
 START_TIMEOUT = 20.0
-CREDGATE = [str(Path(sys.executable).parent / "credgate")]
+CREDGATE = [sys.executable, "-m", "gateway"]
 
 
 def credgate_crosstab() -> list[str]:
-    """`credgate crosstab` once the top-level command mounts the group; the group itself until then."""
-    from gateway.cli import main
-
-    if "crosstab" in getattr(main, "commands", {}) and Path(CREDGATE[0]).exists():
-        return [*CREDGATE, "crosstab"]
-    return [sys.executable, "-c", "from crosstab.cli import crosstab; crosstab()"]
+    """The `credgate crosstab` command, as a user runs it."""
+    return [sys.executable, "-m", "gateway", "crosstab"]
 
 
 def free_port() -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from credcore.codes import org_code_check_char, uscc_check_char
 from gateway.overscope import Detector, Thresholds
 
@@ -16,9 +18,10 @@ def code(prefix: str, body: int) -> str:
 SCATTERED = [code("91310115", n * 7919) for n in range(1, 200)]
 
 
-def detector(**limits: float) -> Detector:
-    return Detector(Thresholds(**{"max_scope_denials": 5, "max_not_found": 5, "max_distinct_codes": 50,
-                                  "max_sequential": 5, "sequential_gap": 2, "window": 60.0, **limits}))
+def detector(**limits: int) -> Detector:
+    base = Thresholds(window=60.0, max_scope_denials=5, max_not_found=5, max_distinct_codes=50, max_sequential=5,
+                      sequential_gap=2)
+    return Detector(dataclasses.replace(base, **limits))
 
 
 def test_scope_violations_trip_past_the_threshold() -> None:

@@ -105,3 +105,88 @@ async def test_malformed_code_in_path_is_invalid_uscc(make_gateway: Any) -> None
     status, headers, body = await raw_get(harness, f"/v1/entities/{CODE.lower()}/penalties".encode(), {})
     assert status == 400 and json.loads(body)["error"] == "invalid_uscc"
     assert "audit-entry" in headers
+
+
+PREFIXES = ["/v1/entities/", "/v1/", "/v1/lists/serious-untrustworthy", "/v1/disclosures", "/audit/entries",
+            "/audit/search", "/audit/proof/inclusion", "/oauth/token", "/oauth/introspect", "/oauth/revoke",
+            "/admin/operators/op/suspend", "/admin/partners", "/", "/.well-known/jwks.json"]
+JUNK = "abcXYZ0189-._~!$&'()*+,;=:@/%?[]{}|^`\"<>\\中文"
+METHODS = ["GET", "GET", "GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND"]
+
+
+def garbage_requests(seed: int, count: int) -> list[bytes]:
+    """Well-formed HTTP carrying random paths, queries, headers and bodies (deterministic)."""
+    import random
+    from urllib.parse import quote
+
+    rnd = random.Random(seed)
+
+    def junk(n: int) -> str:
+        return "".join(rnd.choice(JUNK) for _ in range(rnd.randint(0, n)))
+
+    out = []
+    for _ in range(count):
+        method = rnd.choice(METHODS)
+        target = rnd.choice(PREFIXES) + quote(junk(30), safe="/%?=&;:@!$'()*+,~")
+        if rnd.random() < 0.5:
+            target += "?" + "&".join(f"{quote(rnd.choice(['cursor', 'limit', 'start', 'end', 'uscc', junk(4)]))}="
+                                     f"{quote(junk(12), safe='%')}" for _ in range(rnd.randint(1, 3)))
+        headers = {"Host": "127.0.0.1", "Connection": "close"}
+        if rnd.random() < 0.6:
+            headers["Authorization"] = rnd.choice(["Bearer ", "Basic ", "bearer  ", "Token ", ""]) + quote(junk(60))
+        if rnd.random() < 0.4:
+            headers["X-Purpose"] = quote(junk(20))
+        if rnd.random() < 0.3:
+            headers["traceparent"] = rnd.choice(["00-", "ff-", ""]) + quote(junk(55))
+        body = b""
+        if method in ("POST", "PUT", "PATCH") and rnd.random() < 0.8:
+            body = rnd.choice([b"{", b"[]", b'{"reason": 1}', b"grant_type=client_credentials&scope=" + bytes(
+                rnd.randrange(256) for _ in range(20)), bytes(rnd.randrange(256) for _ in range(rnd.randint(0, 200)))])
+            headers["Content-Type"] = rnd.choice(["application/json", "application/x-www-form-urlencoded",
+                                                  "text/plain", "multipart/form-data; boundary=x"])
+        headers["Content-Length"] = str(len(body))
+        head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        out.append(head.encode() + b"\r\n" + body)
+    return out
+
+
+async def send_raw(harness: Any, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.client.server.port)
+    writer.write(data)
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+async def test_garbage_burst_never_kills_the_gateway(make_gateway: Any, sample_code: str) -> None:
+    """300 garbage requests at once each get a JSON error (never a 500); real traffic goes on after."""
+    harness = await make_gateway()
+    requests = garbage_requests(seed=2026, count=300)
+    answers = []
+    for start in range(0, len(requests), 50):
+        answers += await asyncio.gather(*(send_raw(harness, r) for r in requests[start:start + 50]))
+    for request, (status, headers, body) in zip(requests, answers, strict=True):
+        assert 400 <= status < 500 or status in (502, 503, 504), (request[:200], status, body[:200])
+        assert headers.get("content-type", "").startswith("application/json"), (request[:200], status, body[:200])
+        error = json.loads(body)
+        assert set(error) >= {"error", "error_description"} and error["error_description"], (request[:200], error)
+    resp = await harness.get(f"/v1/entities/{sample_code}/penalties", await harness.token("op"))
+    assert resp.status == 200 and (await resp.json())["records"]
+
+
+async def test_raw_junk_on_the_socket_never_kills_the_gateway(make_gateway: Any, sample_code: str) -> None:
+    """Bytes that are not HTTP at all are refused (the HTTP parser answers 400) and the gateway lives on."""
+    harness = await make_gateway()
+    junk = [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(64)), b"GET\r\n\r\n", b"\x00" * 64,
+            b"GET / HTTP/9.9\r\n\r\n", b"GET /v1 HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            b"GET /v1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc",
+            b"GET /v1 HTTP/1.1\r\n" + b"X: y\r\n" * 300 + b"\r\n"]
+    for data in junk:
+        status, _headers, _body = await send_raw(harness, data + b"\r\n")
+        assert 400 <= status < 500, (data[:60], status)
+    resp = await harness.get(f"/v1/entities/{sample_code}/penalties", await harness.token("op"))
+    assert resp.status == 200

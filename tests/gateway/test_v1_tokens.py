@@ -125,7 +125,8 @@ async def wrong_audience(harness: Any, token: str) -> str:
 
 async def revoked(harness: Any, token: str) -> str:
     basic = base64.b64encode(f"op:{harness.secrets['op']}".encode()).decode()
-    resp = await harness.client.post("/oauth/revoke", data={"token": token}, headers={"Authorization": f"Basic {basic}"})
+    resp = await harness.client.post("/oauth/revoke", data={"token": token},
+                                     headers={"Authorization": f"Basic {basic}"})
     assert resp.status == 200, await resp.text()
     return f"Bearer {token}"
 

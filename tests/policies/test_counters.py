@@ -144,3 +144,18 @@ async def test_sql_purge_drops_ended_windows(tmp_path) -> None:
     assert await sql.used("L:d:2025-12-31") == 0
     assert await sql.used("L:d:2026-01-05") == 1
     await engine.dispose()
+
+
+async def test_forget_drops_a_licences_leases(tmp_path) -> None:
+    """After its licence changed, a process no longer spends units it leased under the old terms."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'f.db'}")
+    sql = SQLCounters(engine)
+    await sql.start()
+    counter = LeasedCounter(sql, max_lease=50)
+    assert await counter.try_consume("LIC:d:2026-11-26", 1_000_000, EXPIRES)
+    assert await counter.try_consume("OTHER:d:2026-11-26", 1_000_000, EXPIRES)
+    counter.forget("LIC")
+    assert await counter.try_consume("LIC:d:2026-11-26", 60, EXPIRES)  # a new, small limit: metered anew
+    assert await sql.used("LIC:d:2026-11-26") == 51
+    assert counter._leases == {"OTHER:d:2026-11-26": 49}
+    await engine.dispose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -205,7 +206,7 @@ def publish(ctx: click.Context, store_url: str | None, draft_file: Any, domestic
     if store_url is None and draft_file is None and ctx.obj["config"] is not None:
         from gateway.config import load_settings
 
-        store_url = load_settings(ctx.obj["config"], environ={}).upstream.url
+        store_url = load_settings(ctx.obj["config"], environ=os.environ).upstream.url
     if (store_url is None) == (draft_file is None):
         fail("give exactly one of --from-store or --file.")
     lines = draft_file.read().splitlines() if draft_file is not None else []
