@@ -11,10 +11,16 @@ behind surfaces at the next entry, whose `prev_hash` no longer matches; an edit 
 last entry, or a rewritten suffix, surfaces only against the checkpoint (`verify_log`).
 
 Speed matters (an auditor re-reads the whole log), so `decode_entry` accepts the common
-case without re-encoding: a leaf with no backslash, no JSON whitespace, no float and no
-character outside the BMP is canonical exactly when it parses and every object's keys
-are strictly sorted, because JCS writes such values byte for byte as they appear. Any
-other leaf goes to the exact check (`rfc8785` re-encoding), which alone may reject.
+case in C: the leaf is parsed with orjson and written back with sorted keys, and if that
+gives the same bytes, and the leaf holds no number with a fraction or an exponent and no
+character outside the BMP, it is the RFC 8785 form. For such values JCS and orjson write
+the same bytes: keys sorted by code point (UTF-16 order only differs outside the BMP),
+the same string escapes (the two-character forms for backspace, tab, newline, form feed and
+carriage return, lowercase six-character forms for the other controls, nothing else escaped),
+integers in plain decimal (orjson's strict-integer mode refuses those past 2**53, as
+JCS does). Duplicated keys, whitespace, "-0" and needless escapes do not survive the
+round trip. Any other leaf goes to the exact check (`rfc8785` re-encoding), which alone
+may reject; a property test holds the two paths equal.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from audit.checkpoint import verify_checkpoint
 from audit.note import NoteVerifier
 from audit.rfc9162 import root_from_hashes
@@ -34,42 +42,7 @@ from credcore.errors import VerificationError
 
 GENESIS_PREV = "0" * 64
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_NON_BMP = re.compile(rb"[\xf0-\xf4]")  # lead bytes of 4-byte UTF-8: UTF-16 sorts these apart
-# A space outside strings always touches a structural character, so marking them all
-# with "{" lets two substring searches find any; a hit may be inside a string (slow path).
-_MARK_STRUCTURE = bytes.maketrans(b"}[],:", b"{{{{{")
 _sha256 = hashlib.sha256
-
-
-class _Slow(Exception):
-    """The fast path cannot vouch for this leaf; the exact check decides."""
-
-
-def _sorted_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    # A shorter dict means a duplicated key; JCS also needs the keys strictly sorted.
-    if len(obj) != len(pairs) or list(obj) != sorted(obj):
-        raise _Slow
-    return obj
-
-
-def _int(token: str) -> int:
-    # Past 15 digits JCS may refuse the value (beyond 2**53) and "-0" is written "0".
-    if len(token) > 15 or token == "-0":
-        raise _Slow
-    return int(token)
-
-
-def _no_float(token: str) -> Any:
-    raise _Slow
-
-
-_scan_fast = json.JSONDecoder(
-    object_pairs_hook=_sorted_object,
-    parse_int=_int,
-    parse_float=_no_float,
-    parse_constant=_no_float,
-).raw_decode
 
 
 def _decode_exact(leaf: bytes) -> dict[str, Any]:
@@ -95,30 +68,32 @@ def _not_canonical(why: str) -> VerificationError:
     return VerificationError(f"not canonical JSON ({why})")
 
 
+_ORJSON_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+# Deleting digits, signs and "true"/"false" leaves every number with a fraction or an exponent
+# as "." or "e" (or "E") just before a delimiter; inside a string such a pair only costs the
+# exact check (strings end in a quote, not a delimiter).
+_NUMBER_RESIDUE = bytes.maketrans(b"E", b"e")
+_DIGITS_AND_SIGNS = b"0123456789+-"
+_FRACTION_OR_EXPONENT = (b".,", b".]", b".}", b"e,", b"e]", b"e}")
+
+
+def _may_hold_float(leaf: bytes) -> bool:
+    rest = leaf.replace(b"true", b"T").replace(b"false", b"F").translate(_NUMBER_RESIDUE, _DIGITS_AND_SIGNS)
+    return any(pair in rest for pair in _FRACTION_OR_EXPONENT)
+
+
 def decode_entry(leaf: bytes) -> dict[str, Any]:
     """The entry object of `leaf`; VerificationError unless `leaf` is its RFC 8785 form."""
-    if (
-        b"\\" in leaf
-        or b"\n" in leaf
-        or b"\t" in leaf
-        or b"\r" in leaf
-        or (b" " in leaf and _has_space_near_structure(leaf))
-        or (not leaf.isascii() and _NON_BMP.search(leaf))
-    ):
+    if not leaf.isascii() and max(leaf) >= 0xF0:  # a 4-byte UTF-8 character: UTF-16 key order
         return _decode_exact(leaf)
     try:
-        text = leaf.decode("utf-8")
-        value, end = _scan_fast(text)
-    except (_Slow, ValueError, RecursionError):
+        value = orjson.loads(leaf)
+        same = type(value) is dict and orjson.dumps(value, option=_ORJSON_CANONICAL) == leaf
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError, TypeError, ValueError, RecursionError):
         return _decode_exact(leaf)
-    if end != len(text) or type(value) is not dict:
+    if not same or _may_hold_float(leaf):
         return _decode_exact(leaf)
     return value
-
-
-def _has_space_near_structure(leaf: bytes) -> bool:
-    marked = leaf.translate(_MARK_STRUCTURE)
-    return b" {" in marked or b"{ " in marked
 
 
 def encode_entry(entry: dict[str, Any]) -> bytes:

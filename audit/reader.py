@@ -63,7 +63,9 @@ class AuditReader:
     async def latest_checkpoint_note(self) -> str | None:
         async with self._engine.connect() as conn:
             row = (
-                await conn.execute(select(tables.checkpoints.c.note).order_by(tables.checkpoints.c.size.desc()).limit(1))
+                await conn.execute(
+                    select(tables.checkpoints.c.note).order_by(tables.checkpoints.c.size.desc()).limit(1)
+                )
             ).first()
         return str(row.note) if row else None
 
@@ -114,7 +116,8 @@ class AuditReader:
         e = tables.entries
         query = select(e.c.idx, e.c.leaf).where(e.c.idx > q.after)
         if q.uscc is not None:
-            query = query.join(tables.subjects, tables.subjects.c.idx == e.c.idx).where(tables.subjects.c.uscc == q.uscc)
+            subjects = tables.subjects
+            query = query.join(subjects, subjects.c.idx == e.c.idx).where(subjects.c.uscc == q.uscc)
         if q.operator is not None:
             query = query.where(e.c.client_id == q.operator)
         if q.decision is not None:

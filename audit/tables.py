@@ -7,8 +7,16 @@ audit_nodes     hashes of complete perfect subtrees (level >= 1), written with t
                 so proofs and roots need O(log n) reads, never a rebuild.
 audit_head      one row: the log size and the last leaf hash. Writers lock it, so several
                 gateway processes append to one chain without forking it.
+audit_records   (idx, pos): each record an entry released, by its canonical digest and its id,
+                so a leaked record leads to the entries (and operators) that released it.
 audit_checkpoints  every signed checkpoint (C2SP signed note), by tree size.
 audit_keys      the note signing keys, with their validity windows.
+audit_cosignatures  C2SP tlog-cosignature lines that witnesses returned for our checkpoints.
+audit_witness_key   this gateway's own witness (cosigner) key.
+audit_witness_state the latest checkpoint this gateway cosigned, per witnessed log (origin).
+
+Tables and indexes are created with `create_schema`, which also adds indexes introduced after a
+database was first made (`create_all` only creates missing tables).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from sqlalchemy import (
     Table,
     Text,
 )
+from sqlalchemy.engine import Connection
 
 metadata = MetaData()
 
@@ -41,6 +50,7 @@ entries = Table(
     Column("status", Integer, nullable=False),
     Column("kind", String(32), nullable=False),
     Index("ix_audit_entries_client_ts", "client_id", "ts_us"),
+    Index("ix_audit_entries_client_idx", "client_id", "idx"),
     Index("ix_audit_entries_ts", "ts_us"),
 )
 
@@ -49,6 +59,17 @@ subjects = Table(
     metadata,
     Column("uscc", String(18), primary_key=True),
     Column("idx", BigInteger, primary_key=True, autoincrement=False),
+)
+
+records = Table(
+    "audit_records",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("pos", Integer, primary_key=True, autoincrement=False),
+    Column("sha256", String(64), nullable=False),
+    Column("record_id", String(200), nullable=True),
+    Index("ix_audit_records_sha256", "sha256"),
+    Index("ix_audit_records_record_id", "record_id"),
 )
 
 nodes = Table(
@@ -87,3 +108,40 @@ keys = Table(
     Column("not_after_us", BigInteger, nullable=True),
     Column("active", Boolean, nullable=False),
 )
+
+cosignatures = Table(
+    "audit_cosignatures",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("witness", String(200), primary_key=True),  # the cosigner's key name
+    Column("key_id", String(8), primary_key=True),
+    Column("line", Text, nullable=False),  # the note signature line, ending in a newline
+    Column("ts", BigInteger, nullable=False),  # the cosignature's own timestamp (seconds)
+)
+
+witness_key = Table(
+    "audit_witness_key",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("private_key", LargeBinary, nullable=False),  # raw 32-byte Ed25519 seed
+    Column("verifier_key", Text, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+)
+
+witness_state = Table(
+    "audit_witness_state",
+    metadata,
+    Column("origin", String(200), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("note", Text, nullable=False),  # the log-signed checkpoint we last cosigned
+    Column("updated_us", BigInteger, nullable=False),
+)
+
+
+def create_schema(conn: Connection) -> None:
+    """Create missing tables, then any index missing from a table made by an older version."""
+    metadata.create_all(conn)
+    for table in metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)

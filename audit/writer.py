@@ -69,7 +69,7 @@ class AuditWriter:
 
     async def start(self) -> None:
         async with self._engine.begin() as conn:
-            await conn.run_sync(tables.metadata.create_all)
+            await conn.run_sync(tables.create_schema)
             if (await conn.execute(select(tables.head.c.size))).first() is None:
                 await conn.execute(insert(tables.head).values(id=1, size=0, last_hash=GENESIS_PREV))
         self._task = asyncio.create_task(self._run(), name="audit-writer")
@@ -118,11 +118,13 @@ class AuditWriter:
         try:
             async with self._engine.begin() as conn:
                 size, prev, frontier = await self._load_head(conn)
-                linked, rows, subject_rows, node_rows, last = self._link(batch, prev, frontier)
+                linked, rows, subject_rows, record_rows, node_rows, last = self._link(batch, prev, frontier)
                 if linked:
                     await conn.execute(insert(tables.entries), rows)
                     if subject_rows:
                         await conn.execute(insert(tables.subjects), subject_rows)
+                    if record_rows:
+                        await conn.execute(insert(tables.records), record_rows)
                     if node_rows:
                         await conn.execute(insert(tables.nodes), node_rows)
                     new_size = size + len(linked)
@@ -176,7 +178,8 @@ class AuditWriter:
 
     def _link(
         self, batch: list[_Pending], prev: str, frontier: Frontier
-    ) -> tuple[list[_Pending], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], str]:
+    ) -> tuple[list[_Pending], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]],
+               list[dict[str, Any]], str]:
         """Chain, hash and tree the batch onto `frontier` (which it advances).
 
         An entry that cannot be recorded (no RFC 3339 `time`, a value canonical JSON cannot
@@ -185,6 +188,7 @@ class AuditWriter:
         linked: list[_Pending] = []
         rows: list[dict[str, Any]] = []
         subject_rows: list[dict[str, Any]] = []
+        record_rows: list[dict[str, Any]] = []
         node_rows: list[dict[str, Any]] = []
         for item in batch:
             entry = {**item.entry, "prev_hash": prev}
@@ -203,6 +207,7 @@ class AuditWriter:
                     "status": int(entry.get("status") or 0),
                     "kind": str(entry.get("kind", "access")),
                 }
+                released = record_index_rows(row["idx"], entry.get("records"))
             except (KeyError, TypeError, ValueError, OverflowError) as exc:
                 if not item.future.done():
                     item.future.set_exception(
@@ -215,9 +220,24 @@ class AuditWriter:
                     node_rows.append({"level": level, "idx": position, "hash": value})
             rows.append(row)
             subject_rows.extend({"uscc": code, "idx": row["idx"]} for code in codes)
+            record_rows.extend(released)
             linked.append(item)
             prev = digest.hex()
-        return linked, rows, subject_rows, node_rows, prev
+        return linked, rows, subject_rows, record_rows, node_rows, prev
+
+
+def record_index_rows(idx: int, released: Any) -> list[dict[str, Any]]:
+    """The audit_records rows of an entry's `records` list ({"id", "sha256"} per released
+    record), for infringement tracing; malformed items are skipped (the leaf keeps them)."""
+    if not isinstance(released, list):
+        return []
+    rows = []
+    for pos, item in enumerate(released):
+        if isinstance(item, dict) and isinstance(item.get("sha256"), str) and len(item["sha256"]) == 64:
+            rid = item.get("id")
+            rows.append({"idx": idx, "pos": pos, "sha256": item["sha256"],
+                         "record_id": rid[:200] if isinstance(rid, str) and rid else None})
+    return rows
 
 
 NodeKey = tuple[int, int]  # (level, index) of a perfect subtree; level 0 is a leaf

@@ -57,8 +57,8 @@ class Grant:
 class ReloadStats:
     reloads: int = 0
     full_reloads: int = 0
-    last_licences: int = 0  # licence rows read by the last reload
-    last_operators: int = 0  # operators whose rows were recomputed by the last reload
+    licences_read: int = 0  # licence rows read, over all reloads
+    operators_recomputed: int = 0  # operators whose rows were rebuilt, over all reloads
 
 
 class Licensing:
@@ -155,8 +155,8 @@ class Licensing:
         self._recompute(affected, changes.version)
         self.stats.reloads += 1
         self.stats.full_reloads += changes.full
-        self.stats.last_licences = len(changes.licences)
-        self.stats.last_operators = len(affected)
+        self.stats.licences_read += len(changes.licences)
+        self.stats.operators_recomputed += len(affected)
 
     def _schedule(self, licence: Licence) -> None:
         now = self._clock.now()

@@ -23,7 +23,8 @@ from gateway.services import ACCESS, GATEWAY, Services
 from gateway.tracing import inject
 
 DATA_SCOPE = "data:read"
-_CURSOR = re.compile(r"^[A-Za-z0-9_=-]{1,200}$")
+_CURSOR = re.compile(r"[A-Za-z0-9_=-]{1,200}")
+_LIMIT = re.compile(r"[0-9]{1,4}")
 
 
 def bearer_token(request: web.Request) -> str:
@@ -47,7 +48,8 @@ def authorize(gw: Services, route: Route, record: AccessRecord) -> Grant:
         record.purpose = gw.licensing.default_purpose(record.client_id or "")
         record.purpose_declared = False
     try:
-        grant = gw.licensing.authorize(record.client_id or "", route.dataset, record.purpose, route.uscc and route.uscc[2:8])
+        region = route.uscc[2:8] if route.uscc else None
+        grant = gw.licensing.authorize(record.client_id or "", route.dataset, record.purpose, region)
     except LicenceDenied as denied:
         record.reason = denied.description
         raise
@@ -64,13 +66,13 @@ def paging(request: web.Request, route: Route, grant: Grant) -> dict[str, str]:
     params: dict[str, str] = {}
     cursor = request.query.get("cursor", "")
     if cursor:
-        if not _CURSOR.match(cursor):
+        if not _CURSOR.fullmatch(cursor):  # not `match` with `$`, which lets a trailing newline through
             raise InvalidParameter("cursor", "The 'cursor' parameter is malformed.")
         params["cursor"] = cursor
     cap = grant.licence.quotas.page_size_max
     raw = request.query.get("limit", "")
     if raw:
-        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= 1000:  # ASCII digits only: "²".isdigit()
             raise InvalidParameter("limit", "The 'limit' parameter must be an integer from 1 to 1000.")
         params["limit"] = str(min(int(raw), cap))
     else:

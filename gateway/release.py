@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -77,10 +78,15 @@ def json_bytes(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+_NOT_RFC6750 = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+
+
 def error_headers(error: CredgateError) -> dict[str, str]:
     headers: dict[str, str] = {}
     if error.status == 401 or error.code == "insufficient_scope":
-        description = error.description.replace('"', "'")
+        # RFC 6750 §3: error_description is %x20-21 / %x23-5B / %x5D-7E only. A description may
+        # echo what a client sent (a token's alg), so anything else is replaced, never reflected.
+        description = _NOT_RFC6750.sub("?", error.description.replace('"', "'"))[:200]
         headers["WWW-Authenticate"] = f'Bearer error="{error.code}", error_description="{description}"'
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:

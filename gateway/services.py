@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ from gateway.oauth import AccessClaims, OAuthService
 from gateway.release import AccessRecord
 from gateway.upstream import Upstream
 from policies.store import LicenceStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,7 +45,10 @@ class Services:
 
     def observe(self, record: AccessRecord, status: int) -> None:
         for observer in self.access_observers:
-            observer(record, status)
+            try:
+                observer(record, status)
+            except Exception:  # the answer is already decided and audited; an observer cannot undo it
+                log.exception("access observer %r failed", observer)
 
     def verify_token(self, token: str) -> AccessClaims:
         """A valid token of a suspended operator is refused as suspended (403), not revoked (401)."""

@@ -7,7 +7,6 @@ fixed routes and two paging parameters, never a host.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -56,7 +55,8 @@ class Upstream:
         if self._session is None:
             raise UpstreamError("The gateway has no connection to the public credit store.")
         try:
-            async with self._session.get(self._base + path, params=params, headers=headers, allow_redirects=False) as resp:
+            request = self._session.get(self._base + path, params=params, headers=headers, allow_redirects=False)
+            async with request as resp:
                 if resp.status == 404:
                     raise NotFound("No such entity in the public credit store.")
                 if resp.status != 200:
@@ -64,7 +64,7 @@ class Upstream:
                 if resp.content_length is not None and resp.content_length > MAX_UPSTREAM_BYTES:
                     raise UpstreamError("The public credit store's answer is too large.")
                 raw = await _read_bounded(resp, MAX_UPSTREAM_BYTES)
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:  # asyncio.TimeoutError and aiohttp's timeouts are TimeoutError
             raise UpstreamTimeout("The public credit store did not answer in time.") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"The public credit store cannot be reached ({type(exc).__name__}).") from exc

@@ -18,6 +18,19 @@ async def suspended(gateway, token: str, path: str) -> bool:
     return resp.status == 403 and (await resp.json())["error"] == "operator_suspended"
 
 
+async def incidents(gateway, query: str = "") -> list[dict]:
+    """The incidents, once the suspension under way has recorded its own (it is written last)."""
+    found: list[dict] = []
+
+    async def recorded() -> bool:
+        _, body = await admin_call(gateway, "GET", f"/admin/incidents{query}")
+        found[:] = body["incidents"]
+        return bool(found)
+
+    assert await wait_for(recorded, timeout=2.0)
+    return found
+
+
 async def test_repeated_scope_violations_suspend_with_an_incident(make_gateway, sample_code) -> None:
     """The fourth out-of-licence request within the window suspends the operator, audited, with an incident."""
     gateway = await make_gateway(clock=FixedClock(NOW), overscope={"max_scope_denials": 3})
@@ -27,9 +40,9 @@ async def test_repeated_scope_violations_suspend_with_an_incident(make_gateway, 
         assert (await gateway.get(f"/v1/entities/{sample_code}", token)).status == 403
     assert await wait_for(lambda: suspended(gateway, token, f"/v1/entities/{sample_code}/penalties"), timeout=1.0)
 
-    status, body = await admin_call(gateway, "GET", "/admin/incidents?client_id=nosy")
-    assert status == 200 and len(body["incidents"]) == 1
-    incident = body["incidents"][0]
+    found = await incidents(gateway, "?client_id=nosy")
+    assert len(found) == 1
+    incident = found[0]
     assert incident["kind"] == "scope_violations" and incident["action"] == "suspended"
     assert incident["reason"].startswith("automatic suspension: 4 requests outside its licence")
     assert "within 60 s (threshold 3)" in incident["reason"]
@@ -52,8 +65,7 @@ async def test_not_found_enumeration_suspends(make_gateway) -> None:
     for n in range(6):
         assert (await gateway.get(f"/v1/entities/{code('91310115', 10_000 * n + 17)}", token)).status == 404
     assert await wait_for(lambda: suspended(gateway, token, f"/v1/entities/{code('91310115', 5)}"), timeout=1.0)
-    _, body = await admin_call(gateway, "GET", "/admin/incidents")
-    assert [i["kind"] for i in body["incidents"]] == ["enumeration_not_found"]
+    assert [i["kind"] for i in await incidents(gateway)] == ["enumeration_not_found"]
 
 
 async def test_sequential_enumeration_suspends(make_gateway) -> None:
@@ -64,8 +76,7 @@ async def test_sequential_enumeration_suspends(make_gateway) -> None:
     for n in range(5):
         await gateway.get(f"/v1/entities/{code('91440300', 31337 + n)}", token)
     assert await wait_for(lambda: suspended(gateway, token, f"/v1/entities/{code('91440300', 1)}"), timeout=1.0)
-    _, body = await admin_call(gateway, "GET", "/admin/incidents?client_id=seq")
-    assert body["incidents"][0]["kind"] == "enumeration_sequential"
+    assert (await incidents(gateway, "?client_id=seq"))[0]["kind"] == "enumeration_sequential"
 
 
 async def test_distinct_codes_suspend(make_gateway, dataset) -> None:
@@ -77,6 +88,7 @@ async def test_distinct_codes_suspend(make_gateway, dataset) -> None:
     for c in codes:
         await gateway.get(f"/v1/entities/{c}", token)
     assert await wait_for(lambda: suspended(gateway, token, f"/v1/entities/{codes[0]}"), timeout=1.0)
+    assert (await incidents(gateway))[0]["kind"] == "enumeration_distinct_codes"
 
 
 async def test_violations_spread_out_in_time_do_not_suspend(make_gateway, sample_code) -> None:

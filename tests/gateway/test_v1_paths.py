@@ -190,3 +190,16 @@ async def test_raw_junk_on_the_socket_never_kills_the_gateway(make_gateway: Any,
         assert 400 <= status < 500, (data[:60], status)
     resp = await harness.get(f"/v1/entities/{sample_code}/penalties", await harness.token("op"))
     assert resp.status == 200
+
+
+async def test_bad_paging_parameters_are_400(gateway: Any) -> None:
+    """limit and cursor accept only their plain forms (ASCII digits, URL-safe cursor); the rest is 400."""
+    token = await gateway.token("op")
+    for query in ("limit=0", "limit=1001", "limit=-1", "limit=abc", "limit=1e3", "limit=%C2%B2", "limit=%EF%BC%91",
+                  "cursor=abc%0A", "cursor=%E4%B8%AD", "cursor=a%20b", "cursor=" + "a" * 201):
+        resp = await gateway.get(f"/v1/disclosures?{query}", token)
+        body = await resp.json()
+        assert resp.status == 400 and body["error"] == "invalid_request", (query, body)
+        assert "Audit-Entry" in resp.headers
+    resp = await gateway.get("/v1/disclosures?limit=7", token)
+    assert resp.status == 200 and len((await resp.json())["records"]) == 7

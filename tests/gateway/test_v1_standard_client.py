@@ -12,7 +12,7 @@ import asyncio
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import requests
@@ -62,7 +62,8 @@ def standard_client_session(base: str, client_id: str, secret: str, path: str) -
 def verify_independently(access_token: str, jwks: dict[str, Any], issuer: str, audience: str) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # joserfc flags EdDSA in favour of RFC 9864's name
-        decoded = jwt.decode(access_token, KeySet.import_key_set(jwks), algorithms=["EdDSA", "ES256"])
+        keys = KeySet.import_key_set(cast(Any, jwks))
+        decoded = jwt.decode(access_token, keys, algorithms=["EdDSA", "ES256"])
     JWTClaimsRegistry(
         iss={"essential": True, "value": issuer}, aud={"essential": True, "value": audience},
         exp={"essential": True}, iat={"essential": True}, jti={"essential": True}, sub={"essential": True},

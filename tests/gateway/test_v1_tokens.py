@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from credcore.clock import FixedClock
 from gateway.oauth.store import OAuthStore
 
 START = dt.datetime(2026, 6, 1, 10, 0, tzinfo=dt.UTC)
+CHALLENGE = re.compile(r'Bearer error="invalid_token"(, error_description="[\x20\x21\x23-\x5b\x5d-\x7e]*")?')
 
 
 def b64url(data: bytes) -> str:
@@ -60,7 +62,8 @@ async def assert_invalid_token(harness: Any, path: str, authorization: str | Non
     assert resp.status == 401, body
     assert body["error"] == "invalid_token" and body["error_description"], body
     assert "records" not in body
-    assert resp.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
+    # RFC 6750 §3: the challenge's error_description holds printable ASCII but '"' and '\\' only.
+    assert CHALLENGE.fullmatch(resp.headers["WWW-Authenticate"]), resp.headers["WWW-Authenticate"]
     entry = await audit_entry(harness, int(resp.headers["Audit-Entry"]))
     assert (entry["decision"], entry["status"], entry["error"]) == ("deny", 401, "invalid_token")
     assert entry["fields"] == [] and entry["body_sha256"] == hashlib.sha256(await resp.read()).hexdigest()
@@ -91,6 +94,11 @@ async def malformed(harness: Any, token: str) -> str:
 async def alg_none(harness: Any, token: str) -> str:
     header, claims = parts(token)
     return "Bearer " + compact({**header, "alg": "none"}, claims, lambda _data: b"")
+
+
+async def alg_with_odd_characters(harness: Any, token: str) -> str:
+    header, claims = parts(token)
+    return "Bearer " + compact({**header, "alg": '中文"\r\nX-Injected: 1\\'}, claims, (await our_key(harness)).sign)
 
 
 async def hs256_with_public_key(harness: Any, token: str) -> str:
@@ -131,8 +139,8 @@ async def revoked(harness: Any, token: str) -> str:
     return f"Bearer {token}"
 
 
-CASES = [missing, not_bearer, malformed, alg_none, hs256_with_public_key, foreign_key_under_our_kid,
-         tampered_payload, wrong_issuer, wrong_audience, revoked]
+CASES = [missing, not_bearer, malformed, alg_none, alg_with_odd_characters, hs256_with_public_key,
+         foreign_key_under_our_kid, tampered_payload, wrong_issuer, wrong_audience, revoked]
 
 
 @pytest.mark.parametrize("forge", CASES, ids=[case.__name__ for case in CASES])
