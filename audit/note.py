@@ -117,6 +117,11 @@ class NoteSigner:
         return self.verifier.verifier_key
 
     @property
+    def private_key_seed(self) -> bytes:
+        """The raw 32-byte Ed25519 seed (stored in audit_keys; a secret)."""
+        return self._private_key.private_bytes_raw()
+
+    @property
     def signer_key(self) -> str:
         """The secret key string that `parse_signer_key` reads back; store it as a secret."""
         seed = self._private_key.private_bytes_raw()

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import signal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -50,16 +51,25 @@ def make_app(upstream: str, pool_size: int = 100) -> web.Application:
     return app
 
 
+def _write_port(port_file: Path, port: int) -> None:
+    tmp = port_file.with_name(port_file.name + ".tmp")
+    tmp.write_text(f"{port}\n")
+    tmp.replace(port_file)
+
+
+def _remove(port_file: Path) -> None:
+    port_file.unlink(missing_ok=True)
+
+
 async def serve(upstream: str, host: str, port: int, port_file: Path | None) -> None:
     runner = web.AppRunner(make_app(upstream), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else port
+    server: Any = site._server
+    bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
     if port_file is not None:
-        tmp = port_file.with_name(port_file.name + ".tmp")
-        tmp.write_text(f"{bound}\n")
-        tmp.replace(port_file)
+        _write_port(port_file, bound)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -69,7 +79,7 @@ async def serve(upstream: str, host: str, port: int, port_file: Path | None) -> 
     finally:
         await runner.cleanup()
         if port_file is not None:
-            port_file.unlink(missing_ok=True)
+            _remove(port_file)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -71,10 +72,8 @@ def have_wrk() -> bool:
 
 def _pin(cpu: int | None) -> None:
     if cpu is not None and hasattr(os, "sched_setaffinity"):
-        try:
+        with contextlib.suppress(OSError):
             os.sched_setaffinity(0, {cpu})
-        except OSError:
-            pass
 
 
 # --------------------------------------------------------------------------------------- wrk
@@ -196,7 +195,7 @@ async def _python_load(target: Target, connections: int, duration: float) -> dic
                     async with session.get(urls[i % n], allow_redirects=False) as resp:
                         await resp.read()
                         statuses[str(resp.status)] += 1
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                except (TimeoutError, aiohttp.ClientError, OSError):
                     errors += 1
                 latencies.append(perf() - t0)
                 i += 1
