@@ -1,8 +1,18 @@
 """Signs checkpoints of the log and keeps them, so the served checkpoint lags at most `interval`.
 
-Each signed checkpoint is stored by tree size; its history lets `audit verify` check that every
-later tree extends every earlier one. The note signing key lives in `audit_keys` and is made
-at first start, so a restarted gateway keeps its verifier key.
+Rules:
+1. A checkpoint is signed at least every `interval` seconds while entries arrive (at most one per
+   half interval), and at once when `every` entries are waiting (0: no count rule).
+2. A checkpoint is NEVER signed for a tree inconsistent with the last stored one: before signing
+   size N, the root of N and an RFC 9162 consistency proof from the last stored checkpoint are
+   computed from the stored nodes, and the proof must verify against the stored root. A log
+   shorter than a stored checkpoint (truncated or rolled back), or whose stored nodes disagree
+   with a signed root, is refused, loudly (CRITICAL), and nothing is signed until it is repaired.
+3. Each checkpoint is signed by every active key (audit/keys.py: two during a rotation) and stored
+   by tree size; its history lets `audit verify` check that every later tree extends every
+   earlier one.
+4. Once signed and published, the checkpoint is sent to the configured witnesses (C2SP
+   tlog-witness); their cosignature lines are stored and appended to the served note.
 """
 
 from __future__ import annotations
@@ -11,18 +21,20 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit import tables
-from audit.checkpoint import Checkpoint, format_checkpoint
-from audit.note import NoteSigner
-from audit.writer import load_frontier
+from audit.checkpoint import Checkpoint, sign_checkpoint
+from audit.keys import add_key, load_signers
+from audit.note import NoteSigner, generate_signer
+from audit.rfc9162 import NodeGetter, consistency_proof_from_nodes, verify_consistency
+from audit.writer import TreeHead, load_frontier, load_nodes, needed_nodes
 from credcore.clock import Clock, system_clock
-from credcore.errors import CredgateError
+from credcore.errors import CredgateError, VerificationError
 
 log = logging.getLogger(__name__)
 
@@ -31,79 +43,84 @@ log = logging.getLogger(__name__)
 class SignedCheckpoint:
     size: int
     root: bytes
-    note: str
+    note: str  # the log-signed note, as stored
+    cosignatures: tuple[str, ...] = ()  # witnesses' signature lines
+
+    @property
+    def served(self) -> str:
+        """The note with the witnesses' cosignature lines appended (still a valid signed note)."""
+        return self.note + "".join(self.cosignatures)
 
 
 async def load_or_create_signer(engine: AsyncEngine, origin: str, clock: Clock = system_clock) -> NoteSigner:
-    """The active note signer for `origin`, created and stored on first use."""
+    """The newest active note signer for `origin`, created and stored on first use."""
     async with engine.begin() as conn:
-        await conn.run_sync(tables.metadata.create_all)
-        row = (
-            await conn.execute(
-                select(tables.keys.c.private_key)
-                .where(tables.keys.c.active.is_(True), tables.keys.c.name == origin)
-                .order_by(tables.keys.c.not_before_us.desc())
-            )
-        ).first()
-        if row is not None:
-            return NoteSigner(origin, Ed25519PrivateKey.from_private_bytes(bytes(row.private_key)))
-        key = Ed25519PrivateKey.generate()
-        signer = NoteSigner(origin, key)
-        from cryptography.hazmat.primitives import serialization
-
-        seed = key.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
-        await conn.execute(
-            insert(tables.keys).values(
-                key_id=signer.verifier_key.split("+")[1],
-                name=origin,
-                private_key=seed,
-                verifier_key=signer.verifier_key,
-                not_before_us=int(clock.time() * 1_000_000),
-                not_after_us=None,
-                active=True,
-            )
-        )
+        await conn.run_sync(tables.create_schema)
+        signers = await load_signers(conn, origin)
+        if signers:
+            return signers[-1]
+        signer = generate_signer(origin)
+        await add_key(conn, signer, clock.time())
         return signer
+
+
+class CosignSource(Protocol):
+    """What the checkpointer needs of a witness client (audit/witnessing.py)."""
+
+    async def cosign(self, size: int, note: str) -> list[str]: ...
+
+    async def close(self) -> None: ...
 
 
 class Checkpointer:
     def __init__(
         self, engine: AsyncEngine, signer: NoteSigner, *, origin: str, interval: float = 1.0,
-        clock: Clock = system_clock,
+        every: int = 0, clock: Clock = system_clock, witnesses: CosignSource | None = None,
     ) -> None:
         self._engine = engine
-        self._signer = signer
+        self._signers = [signer]
         self._origin = origin
         self._interval = interval
+        self._every = every
         self._clock = clock
+        self._witnesses = witnesses
         self._latest: SignedCheckpoint | None = None
         self._task: asyncio.Task[None] | None = None
         self._poke = asyncio.Event()
+        self._hurry = asyncio.Event()  # N entries are waiting, or we are stopping
         self._stop = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self.refusal: str | None = None  # why the last signing was refused, if it was
 
     @property
     def verifier_key(self) -> str:
-        return self._signer.verifier_key
+        """The newest active key (during a rotation both keys sign; this one stays)."""
+        return self._signers[-1].verifier_key
 
     async def start(self) -> None:
-        await self.sign_latest()
+        with contextlib.suppress(VerificationError):  # refused loudly; the gateway still serves the last one
+            await self.sign_latest()
         self._task = asyncio.create_task(self._run(), name="audit-checkpointer")
 
     async def close(self) -> None:
         # Stopped, not cancelled: a query cancelled half-way can leave its SQLite transaction
         # open, and its lock would stall every writer for the busy timeout.
         self._stop.set()
+        self._hurry.set()
         self._poke.set()
         if self._task is not None:
             await self._task
         with contextlib.suppress(SQLAlchemyError, OSError, CredgateError):
-            await self.sign_latest()
+            await self.sign_latest(cosign=False)
+        if self._witnesses is not None:
+            await self._witnesses.close()
 
-    def poke(self) -> None:
-        """Ask for a checkpoint soon (called after each committed batch)."""
+    def poke(self, head: TreeHead | None = None) -> None:
+        """Ask for a checkpoint soon (called after each committed batch with the new head)."""
         self._poke.set()
+        latest = self._latest.size if self._latest is not None else 0
+        if head is not None and self._every and head.size - latest >= self._every:
+            self._hurry.set()
 
     async def _run(self) -> None:
         while not self._stop.is_set():
@@ -112,43 +129,80 @@ class Checkpointer:
             self._poke.clear()
             if self._stop.is_set():
                 return
+            self._hurry.clear()
             try:
                 await self.sign_latest()
-            except (SQLAlchemyError, OSError, CredgateError) as exc:  # retried next tick; the log is intact
+            except (SQLAlchemyError, OSError, CredgateError) as exc:  # retried next tick
                 log.warning("checkpoint not signed: %s", exc)
-            # At most one checkpoint per half interval keeps the lag under `interval`.
+            # At most one checkpoint per half interval keeps the lag under `interval`, unless
+            # `every` entries are already waiting.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self._interval / 2)
+                await asyncio.wait_for(self._hurry.wait(), timeout=self._interval / 2)
 
     async def latest(self) -> SignedCheckpoint:
         return self._latest if self._latest is not None else await self.sign_latest()
 
-    async def sign_latest(self) -> SignedCheckpoint:
-        async with self._engine.connect() as conn:
-            size = int((await conn.execute(select(tables.head.c.size).where(tables.head.c.id == 1))).scalar_one())
-            if self._latest is not None and self._latest.size == size:
-                return self._latest
-            stored = (
-                await conn.execute(
-                    select(tables.checkpoints.c.size, tables.checkpoints.c.root, tables.checkpoints.c.note).where(
-                        tables.checkpoints.c.size == size
-                    )
-                )
-            ).first()
-            if stored is not None:
-                self._latest = SignedCheckpoint(int(stored.size), bytes(stored.root), str(stored.note))
-                return self._latest
-            root = (await load_frontier(conn, size)).root()
-        note = self._signer.sign(format_checkpoint(Checkpoint(self._origin, size, root)))
-        signed = SignedCheckpoint(size, root, note)
+    def _refuse(self, size: int, why: str) -> VerificationError:
+        self.refusal = why
+        log.critical("REFUSING to sign a checkpoint of size %d: %s", size, why)
+        return VerificationError(f"refused to sign a checkpoint of size {size}: {why}", index=size)
+
+    async def _check_extends(self, conn: AsyncConnection, size: int, root: bytes) -> SignedCheckpoint | None:
+        """Raise unless the tree (size, root) extends the last stored checkpoint; return that one
+        when it already has this size."""
+        c = tables.checkpoints
+        last = (await conn.execute(select(c.c.size, c.c.root, c.c.note).order_by(c.c.size.desc()).limit(1))).first()
+        if last is None:
+            return None
+        prev_size, prev_root = int(last.size), bytes(last.root)
+        if prev_size > size:
+            raise self._refuse(size, f"a checkpoint of size {prev_size} was signed, but the log now has {size} "
+                                     "entries: it was truncated or rolled back")
+        if prev_size == size:
+            if prev_root != root:
+                raise self._refuse(size, "the stored tree no longer has the root signed for this size")
+            lines = await conn.execute(select(tables.cosignatures.c.line).where(tables.cosignatures.c.size == size)
+                                       .order_by(tables.cosignatures.c.witness))
+            return SignedCheckpoint(prev_size, prev_root, str(last.note), tuple(str(r.line) for r in lines))
+
+        def compute(get: NodeGetter) -> list[bytes]:
+            return consistency_proof_from_nodes(prev_size, size, get)
+
+        found = await load_nodes(conn, needed_nodes(compute))
+        proof = compute(lambda level, index: found[(level, index)])
         try:
-            async with self._engine.begin() as conn:
-                await conn.execute(
-                    insert(tables.checkpoints).values(
-                        size=size, root=root, note=note, ts_us=int(self._clock.time() * 1_000_000)
-                    )
-                )
-        except IntegrityError:
-            pass  # another gateway process signed this size first; both notes are valid
-        self._latest = signed
-        return signed
+            verify_consistency(prev_size, size, prev_root, root, proof)
+        except VerificationError as exc:
+            raise self._refuse(size, f"the tree is not consistent with the checkpoint of size {prev_size}: "
+                                     f"{exc.description}") from None
+        return None
+
+    async def sign_latest(self, *, cosign: bool = True) -> SignedCheckpoint:
+        async with self._lock:
+            async with self._engine.connect() as conn:
+                size = int((await conn.execute(select(tables.head.c.size).where(tables.head.c.id == 1))).scalar_one())
+                if self._latest is not None and self._latest.size == size:
+                    return self._latest
+                root = (await load_frontier(conn, size)).root()
+                stored = await self._check_extends(conn, size, root)
+                signers = await load_signers(conn, self._origin)
+            self.refusal = None
+            if stored is None:
+                self._signers = signers or self._signers
+                note = sign_checkpoint(Checkpoint(self._origin, size, root), self._signers)
+                try:
+                    async with self._engine.begin() as conn:
+                        await conn.execute(insert(tables.checkpoints).values(
+                            size=size, root=root, note=note, ts_us=int(self._clock.time() * 1_000_000)))
+                    stored = SignedCheckpoint(size, root, note)
+                except IntegrityError:  # another gateway process signed this size first: serve theirs
+                    async with self._engine.connect() as conn:
+                        row = (await conn.execute(select(tables.checkpoints.c.note)
+                                                  .where(tables.checkpoints.c.size == size))).one()
+                    stored = SignedCheckpoint(size, root, str(row.note))
+            self._latest = stored
+        if cosign and self._witnesses is not None:
+            lines = await self._witnesses.cosign(stored.size, stored.note)
+            if lines and self._latest is stored:
+                self._latest = SignedCheckpoint(stored.size, stored.root, stored.note, tuple(lines))
+        return self._latest

@@ -3,14 +3,14 @@
 A request body is an old size line `old <N>`, up to 63 base64 consistency proof lines, an empty
 line, then the log's signed checkpoint. The witness answers, in the spec's order of checks:
 
-| status | when |
-|---|---|
-| 400 | the body is malformed, the old size is above the checkpoint's size, or a proof comes with old size 0 |
-| 404 | the checkpoint's origin is not a log this witness is configured for |
-| 403 | no signature by a trusted key of that log verifies (a bad one by a trusted key: also 403) |
-| 409 | the old size is not the size this witness last cosigned (body: that size, `text/x.tlog.size`), or the same size comes with another root (a fork) |
-| 422 | the consistency proof from the old size does not verify (a fork, or a rewritten past) |
-| 200 | one cosignature line per witness key (C2SP tlog-cosignature v1) |
+- 400: the body is malformed, the old size is above the checkpoint's size, or a proof comes
+  with old size 0;
+- 404: the checkpoint's origin is not a log this witness is configured for;
+- 403: no signature by a trusted key of that log verifies (a bad one by a trusted key too);
+- 409: the old size is not the size this witness last cosigned (the body is that size, as
+  `text/x.tlog.size`), or the same size comes with another root (a fork);
+- 422: the consistency proof from the old size does not verify (a fork, or a rewritten past);
+- 200: one cosignature line per witness key (C2SP tlog-cosignature v1).
 
 So a log that rolls back (asks with a smaller old size) gets 409 and the size it must extend,
 and a log that forks gets 409 or 422: no honest witness ever cosigns two inconsistent trees.

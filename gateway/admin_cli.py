@@ -173,3 +173,20 @@ def incidents(client_id: str | None, db: str) -> None:
     from gateway import offline
 
     emit(run(offline.incidents(db, client_id)))
+
+
+@admin.group("client")
+def client() -> None:
+    """Staff clients (admin, auditor)."""
+
+
+@client.command("create")
+@click.option("--name", required=True)
+@click.option("--scope", required=True, type=click.Choice(["admin", "audit:read", "admin audit:read"]))
+@click.option("--client-id", default=None, help="Chosen client_id (default: generated).")
+@click.option("--db", required=True, help=DB_HELP)
+def client_create(name: str, scope: str, client_id: str | None, db: str) -> None:
+    """Create an admin or auditor OAuth client (the first admin of a new deployment); prints its secret once."""
+    from gateway import offline
+
+    emit(run(offline.client_create(db, name=name, scope=scope, client_id=client_id)))

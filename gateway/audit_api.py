@@ -24,7 +24,7 @@ def int_param(request: web.Request, name: str, *, default: int | None = None) ->
         if default is None:
             raise InvalidParameter(name, f"The '{name}' parameter is required.")
         return default
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise InvalidParameter(name, f"The '{name}' parameter must be a non-negative integer.")
     return int(raw)
 
@@ -90,9 +90,9 @@ async def search(request: web.Request) -> web.Response:
         decision=decision,
         since=time_param(request, "since"),
         until=time_param(request, "until"),
-        after=int(cursor) if cursor.isdigit() else -1,
+        after=int(cursor) if cursor.isascii() and cursor.isdigit() else -1,
     )
-    if cursor and not cursor.isdigit():
+    if cursor and not (cursor.isascii() and cursor.isdigit()):
         raise InvalidParameter("cursor", "The 'cursor' parameter is malformed.")
     hits, following = await request.app[READER].search(query)
     return web.json_response(

@@ -62,7 +62,10 @@ def serve(config_path: Path) -> None:
     async def serve_forever() -> None:
         from gateway.app import build_app
 
-        runner, port = await start_site(build_app(settings), settings.server.host, settings.server.port)
+        try:
+            runner, port = await start_site(build_app(settings), settings.server.host, settings.server.port)
+        except OSError as exc:
+            fail(f"cannot listen on {settings.server.host}:{settings.server.port}: {exc.strerror or exc}.")
         click.echo(f"credgate gateway listening on http://{settings.server.host}:{port}", err=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -69,6 +69,7 @@ class Licensing:
         self._counter = counter
         self._clock = clock
         self._poll_interval = poll_interval
+        self._stop = asyncio.Event()
         self._index = DecisionIndex()
         self._version = 0
         self._licences: dict[str, Licence] = {}  # every valid stored licence, any status
@@ -87,10 +88,11 @@ class Licensing:
         self._task = asyncio.create_task(self._poll(), name="licence-poll")
 
     async def close(self) -> None:
+        # Stopped, not cancelled: a query cancelled half-way can leave its SQLite transaction
+        # open, and the write lock it holds stalls every writer for the busy timeout.
+        self._stop.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
         await self._counter.close()
 
     @property
@@ -109,8 +111,11 @@ class Licensing:
             self._apply(await self._store.changes(self._version))
 
     async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self._poll_interval)
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self._poll_interval)
+            if self._stop.is_set():
+                return
             try:
                 await self.poll_once()
             except (SQLAlchemyError, OSError, CredgateError) as exc:  # keep the last snapshot; retry

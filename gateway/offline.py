@@ -14,6 +14,7 @@ from typing import Any
 from audit.writer import AuditWriter
 from credcore.clock import Clock, system_clock
 from credcore.db import make_engine
+from credcore.errors import InvalidParameter
 from gateway import admin
 from gateway.admin import AdminContext
 from gateway.oauth import OAuthService
@@ -76,3 +77,16 @@ async def operator_create(db_url: str, *, name: str, client_id: str | None, org_
 async def incidents(db_url: str, client_id: str | None, *, clock: Clock = system_clock) -> list[dict[str, Any]]:
     async with admin_context(db_url, clock) as ctx:
         return await ctx.store.incidents(client_id=client_id, limit=1000)
+
+
+async def client_create(db_url: str, *, name: str, scope: str, client_id: str | None,
+                        clock: Clock = system_clock) -> dict[str, Any]:
+    """An OAuth client for staff (scopes `admin`, `audit:read`): how a new deployment gets its
+    first admin, who then manages everything else through the admin API."""
+    allowed = {"admin", "audit:read"}
+    unknown = sorted(set(scope.split()) - allowed)
+    if not scope.split() or unknown:
+        raise InvalidParameter("scope", f"a staff client's scope is 'admin' and/or 'audit:read', not {unknown or scope!r}.")
+    async with admin_context(db_url, clock) as ctx:
+        cid, secret = await admin.provision_operator(ctx, name=name, scope=scope, client_id=client_id, actor=ACTOR)
+        return {"client_id": cid, "client_secret": secret, "scope": scope}

@@ -110,7 +110,7 @@ async def release(
         record.decision = "allow"
     else:
         record.decision = "deny" if error.status < 500 else "error"
-        record.reason = record.reason or error.description
+        record.reason = error.description  # e.g. the quota refusal, not the licence that allowed it
         record.fields, record.records = [], []
     entry = record.entry(time=rfc3339(clock.now()), status=status, body=body,
                          error=error.code if error else None)

@@ -21,7 +21,7 @@ LICENCE = COMMON + (
 LIST_ENTRY = COMMON + ("list_name", "listing_reason", "legal_representative")
 ENTITY = (
     "uscc", "name", "entity_type", "region", "legal_representative", "registered_capital",
-    "established", "address", "status", "business_scope",
+    "established_date", "registration_authority", "address", "status",
 )
 RECOGNITION = (
     "jti", "origin_region", "type", "uscc", "subject_name", "scheme", "grade", "mapped_scheme",

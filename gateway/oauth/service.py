@@ -220,7 +220,7 @@ class OAuthService:
         scopes = check_scope(scope, self.scopes_supported)
         check_name(name)
         if client_id is None:
-            client_id = _b64(self._token_bytes(16))
+            client_id = "cg-" + self._token_bytes(12).hex()  # never starts with "-", safe on a command line
         check_client_id(client_id)
         if jwks is not None:
             check_public_jwks(jwks)
