@@ -105,8 +105,10 @@ def check_chunk(rows: Sequence[Row], lo: int, hi: int, sizes: Sequence[int] = ()
         row = at.get(i)
         if row is None:
             later = [r[0] for r in rows if r[0] > i]
-            where = f"the next stored index is {later[0]}" if later else "no later row is stored"
-            report.error = (i, f"entry {i}: missing: the row was deleted ({where})")
+            if later:
+                report.error = (i, f"entry {i}: missing: the row was deleted (the next stored index is {later[0]})")
+            else:
+                report.error = (i, f"entry {i}: missing: the log was truncated here (no later row is stored)")
             break
         _, leaf, stored = row
         if leaf is None:

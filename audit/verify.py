@@ -1,214 +1,314 @@
-"""`credgate audit verify`: fetch a whole log (from its database or a gateway) and verify it.
+"""`credgate audit verify`: check a whole log, from its database or from a gateway, in one pass.
 
-The checks themselves are the pure ones of audit/chain.py; this module only fetches. It also
-checks every stored checkpoint (database) against the tree, so a log that was rolled back and
-re-grown after a checkpoint was signed is caught.
+What is checked (the rules are those of audit/logcheck.py and CONTRACTS.md section 4):
+1. every stored checkpoint is signed by a key valid when it was stored (audit/keys.py);
+2. every entry, in one pass: canonical leaf, `prev_hash` link, stored leaf hash, no missing
+   row; pruned entries link through their kept hash and are covered by a retention event;
+3. the Merkle root at the size of EVERY stored checkpoint (and of every checkpoint the auditor
+   saved, `--checkpoint`) equals the signed root: all of them are prefixes of the one current
+   tree, which is what consistency from each checkpoint to the current one means;
+4. the log is not shorter than any checkpoint (truncated or rolled back), and agrees with
+   its head row;
+5. with `--witness`/`--min-witnesses`: a checkpoint carries cosignatures from N of the trusted
+   witnesses (C2SP tlog-cosignature), and it is one of the checkpoints checked above.
+The first problem by index is reported, with its kind. Large logs are checked by worker
+processes, each reading its own aligned chunk (audit/scan.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-import hashlib
-import json
-from collections.abc import Sequence
-from urllib.parse import quote
+import concurrent.futures
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
-from sqlalchemy import select
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import func, select
 
 from audit import tables
-from audit.chain import verify_chain, verify_log
-from audit.checkpoint import parse_checkpoint
-from audit.note import NoteVerifier, verify_note
-from audit.rfc9162 import Frontier
+from audit.checkpoint import Checkpoint
+from audit.cosignature import CosignatureVerifier, require_cosignatures
+from audit.keys import LogKey, always_valid, load_keys, verify_checkpoint_at
+from audit.logcheck import ChunkReport, LogMerger, Row, check_chunk, chunk_ranges, sizes_in
+from audit.scan import check_range, default_jobs, process_pool
 from credcore.db import make_engine
 from credcore.errors import ConfigError, VerificationError
 
 PAGE = 1000
+CHUNK = 1 << 15
+PARALLEL_FROM = 100_000  # smaller logs are checked in this process: workers cost more to start
 
 
-def _verifiers(keys: Sequence[str]) -> list[NoteVerifier]:
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    size: int
+    note: str
+    ts: float | None  # when it was stored (epoch seconds); None for a checkpoint from elsewhere
+    cosignatures: tuple[str, ...] = ()
+
+
+@dataclass
+class Findings:
+    """Problems found, each with the index it is reported at; the first by index wins."""
+
+    problems: list[tuple[float, VerificationError]] = field(default_factory=list)
+
+    def add(self, where: float, error: VerificationError) -> None:
+        self.problems.append((where, error))
+
+    def raise_first(self) -> None:
+        if self.problems:
+            raise min(self.problems, key=lambda p: p[0])[1]
+
+
+def witness_verifiers(keys: Sequence[str]) -> list[CosignatureVerifier]:
     try:
-        return [NoteVerifier.from_key(k.strip()) for k in keys if k.strip()]
+        return [CosignatureVerifier.from_key(k) for k in keys if k.strip()]
     except VerificationError as exc:
-        raise ConfigError(f"the verifier key is malformed: {exc.description}") from exc
+        raise ConfigError(f"the witness key is malformed: {exc.description}") from exc
 
 
-def _report(size: int, note: str, verifiers: Sequence[NoteVerifier], checkpoints: int = 1) -> str:
-    cp = parse_checkpoint(verify_note(note, verifiers).text)
+def _checked_checkpoints(history: Sequence[StoredCheckpoint], keys: Sequence[LogKey],
+                         findings: Findings) -> list[Checkpoint]:
+    """Verify each checkpoint's signature (by a key valid when it was stored) and format."""
+    good: list[Checkpoint] = []
+    for item in history:
+        try:
+            cp = verify_checkpoint_at(item.note, keys, item.ts)
+        except VerificationError as exc:
+            findings.add(item.size - 0.5, VerificationError(
+                f"checkpoint of size {item.size}: forged or signed by an unknown key: {exc.description}"))
+            continue
+        if cp.size != item.size:
+            findings.add(min(cp.size, item.size) - 0.5, VerificationError(
+                f"checkpoint stored as size {item.size} says size {cp.size}: it was moved or forged"))
+            continue
+        good.append(cp)
+    return sorted(good, key=lambda cp: cp.size)
+
+
+def _compare_roots(merger: LogMerger, good: Sequence[Checkpoint], findings: Findings) -> None:
+    """Each checkpoint's root against the tree; damage lies after the last one that matched."""
+    matched = 0
+    for cp in good:
+        size = cp.size
+        root = merger.roots.get(size) if size else merger.root()
+        if root is None:
+            continue  # beyond what was checked (an earlier error stopped the scan, or truncation)
+        if root != cp.root:
+            findings.add(matched, VerificationError(
+                f"entry {matched}: the log is inconsistent with the checkpoint of size {size} (it matches the one of "
+                f"size {matched}): entries {matched}..{size - 1} were rewritten, e.g. rolled back and re-grown",
+                index=matched))
+            return
+        matched = size
+
+
+def _final_checks(merger: LogMerger, good: Sequence[Checkpoint], findings: Findings) -> None:
+    n = merger.size
+    longest = max((cp.size for cp in good), default=0)
+    if longest > n:
+        findings.add(n, VerificationError(
+            f"entry {n}: log truncated/rolled back: a checkpoint covers {longest} entries but the log has {n}",
+            index=n))
+    pruned = merger.first_unexplained_prune()
+    if pruned is not None:
+        findings.add(pruned, VerificationError(
+            f"entry {pruned}: its payload was removed (leaf null) but no retention event covers it: "
+            "pruned outside `credgate audit prune`", index=pruned))
+
+
+def _witnessed(history: Sequence[StoredCheckpoint], good: Sequence[Checkpoint], merger: LogMerger,
+               witnesses: Sequence[CosignatureVerifier], minimum: int, now: float | None) -> str:
+    if minimum <= 0:
+        return ""
+    if minimum > len(witnesses):
+        raise ConfigError(f"--min-witnesses {minimum} is more than the {len(witnesses)} --witness keys given")
+    last_error: VerificationError | None = None
+    checked = {(cp.size, cp.root) for cp in good}
+    for item in sorted(history, key=lambda h: h.size, reverse=True):
+        if (item.size, merger.roots.get(item.size)) not in checked:
+            continue
+        try:
+            cosigned = require_cosignatures(item.note + "".join(item.cosignatures), witnesses, minimum, now)
+        except VerificationError as exc:
+            last_error = last_error or exc
+            continue
+        names = ", ".join(sorted({c.name for c in cosigned}))
+        return f"; the checkpoint of size {item.size} is cosigned by {len(cosigned)} witness(es) ({names})"
+    raise VerificationError(f"no checkpoint is cosigned by {minimum} of the trusted witnesses: "
+                            f"{last_error.description if last_error else 'none carries cosignatures'}")
+
+
+def _report(merger: LogMerger, good: Sequence[Checkpoint], witnessed: str) -> str:
+    latest = good[-1] if good else None
+    pruned = sum(b - a for a, b in merger.pruned)
+    tail = (f"the Merkle root of the first {latest.size} entries matches the signed checkpoint "
+            f"({base64.b64encode(latest.root).decode()}); " if latest else "")
     return (
-        f"audit log verified: {size} entries; every prev_hash link holds; the Merkle root of the first "
-        f"{cp.size} entries matches the signed checkpoint ({base64.b64encode(cp.root).decode()}); "
-        f"{checkpoints} checkpoint(s) checked"
+        f"audit log verified: {merger.size} entries ({pruned} pruned); every prev_hash link holds; {tail}"
+        f"{len(good)} checkpoint(s) checked, each consistent with the current tree{witnessed}"
     )
 
 
-def check_history(leaf_hashes: Sequence[bytes], history: Sequence[tuple[int, str]],
-                  verifiers: Sequence[NoteVerifier]) -> None:
-    """Every stored checkpoint must be signed and must be a prefix of this tree."""
-    frontier = Frontier()
-    for size, note in sorted(history):
-        cp = parse_checkpoint(verify_note(note, verifiers).text)
-        if cp.size != size:
-            raise VerificationError(f"checkpoint stored as size {size} says size {cp.size}", index=min(size, cp.size))
-        if size > len(leaf_hashes):
-            raise VerificationError(
-                f"log truncated/rolled back: a checkpoint covers {size} entries but the log has {len(leaf_hashes)}",
-                index=len(leaf_hashes),
-            )
-        while frontier.size < size:
-            frontier.append(leaf_hashes[frontier.size])
-        if frontier.root() != cp.root:
-            raise VerificationError(
-                f"entry {size - 1}: the log is inconsistent with the checkpoint of size {size}: "
-                "entries before it were rewritten",
-                index=size - 1,
-            )
-
-
-def _leaf_hash(leaf: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + leaf).digest()
-
-
-def _linked_hash(leaf: bytes) -> str | None:
-    """The prev_hash a leaf claims, read leniently (the leaf may be the damaged one)."""
+async def _scan_database(url: str, n: int, sizes: Sequence[int], jobs: int) -> tuple[LogMerger, Findings]:
+    merger, findings = LogMerger(CHUNK), Findings()
+    loop = asyncio.get_running_loop()
+    pool: concurrent.futures.Executor
+    pool = process_pool(jobs) if jobs > 1 and n >= PARALLEL_FROM else concurrent.futures.ThreadPoolExecutor(1)
+    wanted = sorted({s for s in sizes if 0 < s <= n} | ({n} if n else set()))
     try:
-        value = json.loads(leaf)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    prev = value.get("prev_hash") if isinstance(value, dict) else None
-    return prev if isinstance(prev, str) else None
+        futures = [loop.run_in_executor(pool, check_range, url, lo, hi, sizes_in(wanted, lo, hi), n)
+                   for lo, hi in chunk_ranges(n, CHUNK)]
+        for future in futures:
+            report: ChunkReport = await future
+            merger.add(report)
+            if report.error is not None:
+                index, message = report.error
+                findings.add(index, VerificationError(message, index=index))
+                break
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return merger, findings
 
 
-def _edited(index: int) -> VerificationError:
-    return VerificationError(
-        f"entry {index}: edited: its bytes no longer hash to the leaf hash recorded when it was appended",
-        index=index,
-    )
-
-
-def _diagnose(leaves: Sequence[bytes], error: VerificationError, edited: int | None = None) -> VerificationError:
-    """Sharpen a broken-link error into the first bad index and the kind of damage, where the
-    neighbouring entries show it: an entry whose stored leaf hash no longer matches its bytes
-    was edited; an entry that links past its predecessor follows an inserted one; an entry that
-    links to its successor was swapped with it."""
-    bad = error.index
-    if edited is not None and (bad is None or edited < bad):
-        return _edited(edited)
-    if bad is None or bad >= len(leaves):
-        return error
-    claimed = _linked_hash(leaves[bad])
-    if claimed is not None and bad >= 2 and claimed == _leaf_hash(leaves[bad - 2]).hex():
-        return VerificationError(
-            f"entry {bad - 1}: inserted: entry {bad} links to entry {bad - 2}, so entry {bad - 1} was put "
-            "into the log after the fact",
-            index=bad - 1,
-        )
-    if claimed is not None and bad + 1 < len(leaves) and claimed == _leaf_hash(leaves[bad + 1]).hex():
-        return VerificationError(
-            f"entry {bad}: reordered: it links to entry {bad + 1}, which must come before it (the two were swapped)",
-            index=bad,
-        )
-    return error
-
-
-def _verify_leaves(leaves: Sequence[bytes], note: str, verifiers: Sequence[NoteVerifier],
-                   edited: int | None = None) -> int:
-    try:
-        verify_chain(leaves)
-    except VerificationError as exc:
-        raise _diagnose(leaves, exc, edited) from None
-    if edited is not None:
-        raise _edited(edited)
-    return verify_log(leaves, note, verifiers)
-
-
-async def verify_database(url: str, keys: Sequence[str]) -> str:
-    """Verify the log in a gateway database (read-only: a live gateway is not held up)."""
-    engine = make_engine(url, read_only=True)
-    edited: int | None = None
+async def verify_database(url: str, keys: Sequence[str] = (), *, witnesses: Sequence[str] = (),
+                          min_witnesses: int = 0, saved: Sequence[str] = (), jobs: int | None = None) -> str:
+    """Verify the log stored at `url`; the report line, or VerificationError at the first problem."""
+    engine = make_engine(url)
     try:
         async with engine.connect() as conn:
-            stored_keys = [str(r.verifier_key) for r in await conn.execute(select(tables.keys.c.verifier_key))]
-            verifiers = _verifiers(list(keys) or stored_keys)
-            if not verifiers:
+            trusted = always_valid(keys) if keys else await load_keys(conn)
+            if not trusted:
                 raise VerificationError("no verifier key: pass --key or keep audit_keys in the database")
-            history = [(int(r.size), str(r.note)) for r in await conn.execute(
-                select(tables.checkpoints.c.size, tables.checkpoints.c.note).order_by(tables.checkpoints.c.size))]
-            if not history:
-                raise VerificationError("the log has no signed checkpoint yet")
-            query = select(tables.entries.c.idx, tables.entries.c.leaf, tables.entries.c.leaf_hash)
-            result = await conn.stream(query.order_by(tables.entries.c.idx))
-            leaves: list[bytes] = []
-            async for row in result:
-                if int(row.idx) != len(leaves):
-                    raise VerificationError(f"entry {len(leaves)}: missing (the next stored index is {row.idx})",
-                                            index=len(leaves))
-                leaf = bytes(row.leaf or b"")
-                if edited is None and bytes(row.leaf_hash or b"") != _leaf_hash(leaf):
-                    edited = len(leaves)
-                leaves.append(leaf)
-    except (OSError, SQLAlchemyError) as exc:
-        reason = getattr(exc, "orig", None) or exc
-        raise ConfigError(f"cannot read the audit log from {_safe(url)}: {reason}") from exc
+            c = tables.checkpoints
+            rows = (await conn.execute(select(c.c.size, c.c.note, c.c.ts_us).order_by(c.c.size))).all()
+            cosigs: dict[int, list[str]] = {}
+            if min_witnesses:
+                for r in await conn.execute(select(tables.cosignatures.c.size, tables.cosignatures.c.line)):
+                    cosigs.setdefault(int(r.size), []).append(str(r.line))
+            head = (await conn.execute(select(tables.head.c.size).where(tables.head.c.id == 1))).scalar()
+            top = (await conn.execute(select(func.max(tables.entries.c.idx)))).scalar()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the database: {exc}") from exc
     finally:
         await engine.dispose()
-    size = _verify_leaves(leaves, history[-1][1], verifiers, edited)
-    check_history(verify_chain(leaves).leaf_hashes, history, verifiers)
-    report = _report(size, history[-1][1], verifiers, len(history))
-    if not keys:
-        report += ("; trusting the verifier key(s) stored in this database: pass --key with the published key "
-                   "to rule out a database rewritten together with its keys")
-    return report
+    history = [StoredCheckpoint(int(r.size), str(r.note), int(r.ts_us) / 1e6 if not keys else None,
+                                tuple(cosigs.get(int(r.size), ()))) for r in rows]
+    history += [StoredCheckpoint(_size_of(note), note, None) for note in saved]
+    if not rows:
+        raise VerificationError("the log has no signed checkpoint yet")
+    findings = Findings()
+    good = _checked_checkpoints(history, trusted, findings)
+    n = max(int(head or 0), int(top) + 1 if top is not None else 0)
+    merger, scan_findings = await _scan_database(url, n, [cp.size for cp in good], jobs or default_jobs())
+    findings.problems += scan_findings.problems
+    _compare_roots(merger, good, findings)
+    if not scan_findings.problems:
+        _final_checks(merger, good, findings)
+        if head is not None and int(head) != merger.size:
+            findings.add(min(int(head), merger.size), VerificationError(
+                f"entry {min(int(head), merger.size)}: the head row records {head} entries but {merger.size} are "
+                "stored: rows were deleted at the end or inserted after it", index=min(int(head), merger.size)))
+    findings.raise_first()
+    witnessed = _witnessed(history, good, merger, witness_verifiers(witnesses), min_witnesses, None)
+    return _report(merger, good, witnessed)
 
 
-def _safe(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is shown as nothing
-        return "the database"
+def _size_of(note: str) -> int:
+    lines = note.split("\n")
+    return int(lines[1]) if len(lines) > 2 and lines[1].isdigit() else 0
 
 
-async def verify_remote(url: str, client_id: str, client_secret: str, keys: Sequence[str]) -> str:
+async def check_stream(rows: AsyncIterator[Row], sizes: Sequence[int], findings: Findings,
+                       chunk: int = 1 << 13) -> LogMerger:
+    """Check a log read in order from `rows` (e.g. pages of a gateway), in this process."""
+    merger = LogMerger(chunk)
+    buffer: list[Row] = []
+    lo = 0
+    wanted = sorted(set(sizes))
+
+    def run(hi: int, rows_: list[Row]) -> bool:
+        report = check_chunk(rows_, lo, hi, sizes_in(wanted + [hi], lo, hi))
+        merger.add(report)
+        if report.error is not None:
+            findings.add(report.error[0], VerificationError(report.error[1], index=report.error[0]))
+            return False
+        return True
+
+    async for row in rows:
+        buffer.append(row)
+        if row[0] >= lo + chunk:  # have the lookahead row: check [lo, lo + chunk)
+            if not run(lo + chunk, buffer):
+                return merger
+            buffer = [r for r in buffer if r[0] >= lo + chunk - 2]
+            lo += chunk
+    if buffer and buffer[-1][0] >= lo:
+        run(buffer[-1][0] + 1, buffer)
+    return merger
+
+
+async def _served_rows(session: aiohttp.ClientSession, base: str, headers: dict[str, str]) -> AsyncIterator[Row]:
+    start = 0
+    while True:
+        params = {"start": str(start), "end": str(start + PAGE)}
+        async with session.get(f"{base}/audit/entries", params=params, headers=headers) as resp:
+            if resp.status != 200:
+                raise ConfigError(f"the gateway refused /audit/entries ({resp.status}).")
+            page = (await resp.json())["entries"]
+        for item in page:
+            leaf = item.get("leaf")
+            stored = item.get("leaf_hash")
+            yield (int(item["index"]), base64.b64decode(leaf, validate=True) if leaf is not None else None,
+                   base64.b64decode(stored, validate=True) if stored else None)
+        if len(page) < PAGE:
+            return
+        start += PAGE
+
+
+async def verify_remote(url: str, client_id: str, client_secret: str, keys: Sequence[str] = (), *,
+                        witnesses: Sequence[str] = (), min_witnesses: int = 0, saved: Sequence[str] = (),
+                        clock_time: float | None = None) -> str:
+    """Verify the log a gateway serves, as an auditor client; the report line or VerificationError."""
     base = url.rstrip("/")
-    timeout = aiohttp.ClientTimeout(total=60)
+    timeout = aiohttp.ClientTimeout(total=600)
+    findings = Findings()
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            basic = base64.b64encode(f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}".encode())
-            form = {"grant_type": "client_credentials", "scope": "audit:read"}
-            async with session.post(f"{base}/oauth/token", data=form,
-                                    headers={"Authorization": f"Basic {basic.decode()}"}) as resp:
+            async with session.post(f"{base}/oauth/token", data={"grant_type": "client_credentials",
+                                                                 "scope": "audit:read"},
+                                    auth=aiohttp.BasicAuth(client_id, client_secret)) as resp:
                 if resp.status != 200:
                     raise ConfigError(f"the gateway refused the auditor credentials ({resp.status}).")
                 token = (await resp.json())["access_token"]
-            headers = {"Authorization": f"Bearer {token}"}
             async with session.get(f"{base}/audit/checkpoint") as resp:
-                if resp.status != 200:
-                    raise ConfigError(f"the gateway did not serve /audit/checkpoint ({resp.status}).")
                 note = await resp.text()
-            if not keys:
-                async with session.get(f"{base}/audit/key") as resp:
-                    keys = [(await resp.text()).strip()]
-            verifiers = _verifiers(keys)
-            leaves: list[bytes] = []
-            while True:
-                params = {"start": str(len(leaves)), "end": str(len(leaves) + PAGE)}
-                async with session.get(f"{base}/audit/entries", params=params, headers=headers) as resp:
-                    if resp.status != 200:
-                        raise ConfigError(f"the gateway refused /audit/entries ({resp.status}).")
-                    page = (await resp.json())["entries"]
-                for item in page:
-                    if item["index"] != len(leaves):
-                        raise VerificationError(f"entry {len(leaves)}: missing from the served log", index=len(leaves))
-                    leaves.append(base64.b64decode(item["leaf"], validate=True))
-                if len(page) < PAGE:
-                    break
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise ConfigError(f"cannot reach the gateway at {base}: {exc or type(exc).__name__}") from exc
-    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            trusted = always_valid(keys) if keys else await _served_keys(session, base)
+            history = [StoredCheckpoint(_size_of(note), note, clock_time)]
+            history += [StoredCheckpoint(_size_of(s), s, None) for s in saved]
+            good = _checked_checkpoints(history, trusted, findings)
+            findings.raise_first()
+            merger = await check_stream(_served_rows(session, base, {"Authorization": f"Bearer {token}"}),
+                                        [cp.size for cp in good], findings)
+    except aiohttp.ClientError as exc:
+        raise ConfigError(f"cannot reach the gateway at {base}: {exc}") from exc
+    except (KeyError, ValueError, TypeError, binascii.Error) as exc:
         raise VerificationError(f"the gateway's answer is malformed: {exc}") from exc
-    size = _verify_leaves(leaves, note, verifiers)
-    return _report(size, note, verifiers)
+    _compare_roots(merger, good, findings)
+    if not findings.problems:
+        _final_checks(merger, good, findings)
+    findings.raise_first()
+    witnessed = _witnessed(history, good, merger, witness_verifiers(witnesses), min_witnesses, clock_time)
+    return _report(merger, good, witnessed)
+
+
+async def _served_keys(session: aiohttp.ClientSession, base: str) -> list[LogKey]:
+    async with session.get(f"{base}/audit/keys") as resp:
+        if resp.status == 200:
+            body: Any = await resp.json()
+            return [LogKey.from_json(item) for item in body.get("keys", [])]
+    async with session.get(f"{base}/audit/key") as resp:
+        return always_valid([(await resp.text()).strip()])

@@ -14,11 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from typing import Any
 
 import rfc8785
 
 _MAX_SAFE = 2**53 - 1
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")  # keys JCS sorts by UTF-16, not code point
 
 
 class _Slow(Exception):
@@ -45,7 +47,7 @@ def _normalise(value: Any) -> Any:
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            if not isinstance(key, str) or any(ord(ch) > 0xFFFF for ch in key):
+            if not isinstance(key, str) or (not key.isascii() and _ASTRAL.search(key)):
                 raise _Slow
             out[key] = _normalise(item)
         return out

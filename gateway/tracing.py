@@ -11,6 +11,7 @@ from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
 from credcore.errors import ConfigError
@@ -20,7 +21,11 @@ __all__ = ["extract", "inject", "make_tracer", "trace_id_hex"]
 
 
 def make_tracer(settings: TracingSettings) -> tuple[trace.Tracer, TracerProvider]:
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    # With no exporter nothing would ever read a recorded span, so none is recorded: the spans
+    # are non-recording but still carry trace ids, which the audit entry and the store's
+    # traceparent need. That keeps tracing nearly free until an exporter is configured.
+    sampler = ALWAYS_OFF if settings.exporter == "none" else ParentBased(ALWAYS_ON)
+    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}), sampler=sampler)
     if settings.exporter == "console":
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     elif settings.exporter == "otlp":

@@ -91,6 +91,19 @@ async def test_malformed_traceparent_starts_a_new_trace(make_gateway: Any, store
     assert match and (await entry_of(harness, resp))["trace_id"] == match.group(1)
 
 
+async def test_without_an_exporter_spans_are_not_recorded(make_gateway: Any, store: CapturingStore,
+                                                          sample_code: str) -> None:
+    """With exporter none nothing is recorded, yet the entry still has the store's trace id."""
+    harness = await make_gateway(upstream=await store.start())
+    exporter = InMemorySpanExporter()
+    harness.gw.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    resp = await harness.get(f"/v1/entities/{sample_code}/penalties", await harness.token("op"))
+    assert resp.status == 200
+    assert exporter.get_finished_spans() == ()
+    sent = store.traceparents[-1]
+    assert sent is not None and sent.split("-")[1] != "0" * 32
+
+
 async def test_refusals_carry_a_trace_id_too(make_gateway: Any, store: CapturingStore, sample_code: str) -> None:
     """A denied request never reaches the store, but its entry still names its trace."""
     harness = await make_gateway(upstream=await store.start())
@@ -101,8 +114,9 @@ async def test_refusals_carry_a_trace_id_too(make_gateway: Any, store: Capturing
 
 async def test_each_stage_is_a_child_span_of_the_request(make_gateway: Any, store: CapturingStore,
                                                          sample_code: str) -> None:
-    """One server span per request, with token, authorization, upstream, filter and audit below it."""
-    harness = await make_gateway(upstream=await store.start())
+    """With an exporter configured, one server span per request has token, authorization, upstream,
+    filter and audit below it."""
+    harness = await make_gateway(upstream=await store.start(), tracing={"exporter": "console"})
     exporter = InMemorySpanExporter()
     harness.gw.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     resp = await harness.get(f"/v1/entities/{sample_code}/penalties", await harness.token("op"))
