@@ -74,12 +74,12 @@ _ORJSON_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 # exact check (strings end in a quote, not a delimiter).
 _NUMBER_RESIDUE = bytes.maketrans(b"E", b"e")
 _DIGITS_AND_SIGNS = b"0123456789+-"
-_FRACTION_OR_EXPONENT = (b".,", b".]", b".}", b"e,", b"e]", b"e}")
 
 
 def _may_hold_float(leaf: bytes) -> bool:
     rest = leaf.replace(b"true", b"T").replace(b"false", b"F").translate(_NUMBER_RESIDUE, _DIGITS_AND_SIGNS)
-    return any(pair in rest for pair in _FRACTION_OR_EXPONENT)
+    return (b".," in rest or b".]" in rest or b".}" in rest or b"e," in rest or b"e]" in rest
+            or b"e}" in rest)
 
 
 def decode_entry(leaf: bytes) -> dict[str, Any]:
@@ -96,9 +96,37 @@ def decode_entry(leaf: bytes) -> dict[str, Any]:
     return value
 
 
+# Values orjson would write but JCS has no form for go to the reference encoder, which refuses them.
+_ORJSON_ENCODE = (_ORJSON_CANONICAL | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+                  | orjson.OPT_PASSTHROUGH_SUBCLASS)
+
+
+def encode_members(entry: dict[str, Any]) -> bytes | None:
+    """orjson's form of `entry` when it is certainly RFC 8785 but for numbers with a fraction or an
+    exponent, which the caller must rule out (`may_hold_float`); None to use the reference."""
+    try:
+        leaf = orjson.dumps(entry, option=_ORJSON_ENCODE)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+    if (not leaf.isascii() and max(leaf) >= 0xF0) or orjson.loads(leaf) != entry:
+        return None
+    return leaf
+
+
+may_hold_float = _may_hold_float
+
+
 def encode_entry(entry: dict[str, Any]) -> bytes:
-    """The leaf bytes of an entry: its RFC 8785 canonical JSON."""
-    return canonical_json(entry)
+    """The leaf bytes of an entry: its RFC 8785 canonical JSON.
+
+    orjson writes it when the result holds no float, no character outside the BMP and no integer
+    past 2**53 (the same argument as `decode_entry`'s), and reads back equal to the entry (orjson
+    writes NaN as null, a tuple or an enum as its items or value: those go to the reference,
+    which alone decides); anything else is left to the reference."""
+    leaf = encode_members(entry)
+    if leaf is None or _may_hold_float(leaf):
+        return canonical_json(entry)
+    return leaf
 
 
 def chain_entry(entry_without_prev: dict[str, Any], prev_hash_hex: str) -> bytes:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit import tables
@@ -119,10 +119,15 @@ async def load_signers(conn: AsyncConnection, origin: str) -> list[NoteSigner]:
 
 
 async def add_key(conn: AsyncConnection, signer: NoteSigner, now: float) -> None:
+    """Store a new active key valid from `now`; its start is kept after every earlier key's, so
+    "newest" is never a tie (a clock that stood still, or went back)."""
+    latest = (await conn.execute(select(func.max(tables.keys.c.not_before_us))
+                                 .where(tables.keys.c.name == signer.name))).scalar()
+    start = max(int(now * 1_000_000), int(latest) + 1 if latest is not None else 0)
     await conn.execute(
         insert(tables.keys).values(
             key_id=signer.key_id.hex(), name=signer.name, private_key=signer.private_key_seed,
-            verifier_key=signer.verifier_key, not_before_us=int(now * 1_000_000), not_after_us=None, active=True,
+            verifier_key=signer.verifier_key, not_before_us=start, not_after_us=None, active=True,
         )
     )
 

@@ -54,6 +54,16 @@ class ChunkReport:
     leaf_hashes: list[bytes] | None = None  # kept only when asked (bundles, small logs)
 
 
+def as_bytes(value: object) -> bytes | None:
+    """A stored value as bytes: someone editing the database may have left text (or a number) in
+    a BLOB column; it is checked as the bytes it holds, and fails as an edit if it is wrong."""
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, memoryview | bytearray):
+        return bytes(value)
+    return str(value).encode("utf-8", "surrogateescape")
+
+
 def _hash_of(row: Row) -> bytes:
     _, leaf, stored = row
     return _sha256(b"\x00" + leaf).digest() if leaf is not None else (stored or b"")
@@ -91,8 +101,9 @@ def _link_damage(i: int, claim: object, at: dict[int, Row]) -> tuple[int, str]:
 
 
 def check_chunk(rows: Sequence[Row], lo: int, hi: int, sizes: Sequence[int] = (),
-                keep_hashes: bool = False) -> ChunkReport:
-    """Check entries [lo, hi) given the stored rows of [lo-2, hi+1) in index order."""
+                keep_hashes: bool = False, end: int | None = None) -> ChunkReport:
+    """Check entries [lo, hi) given the stored rows of [lo-2, hi+1) in index order; `end` is the
+    size of the whole log when known (a missing row at the end is a truncation)."""
     at = {row[0]: row for row in rows}
     hashes: list[bytes] = []
     report = ChunkReport(lo, lo, GENESIS_PREV if lo == 0 else "")
@@ -107,8 +118,10 @@ def check_chunk(rows: Sequence[Row], lo: int, hi: int, sizes: Sequence[int] = ()
             later = [r[0] for r in rows if r[0] > i]
             if later:
                 report.error = (i, f"entry {i}: missing: the row was deleted (the next stored index is {later[0]})")
-            else:
+            elif end is None or hi >= end:
                 report.error = (i, f"entry {i}: missing: the log was truncated here (no later row is stored)")
+            else:
+                report.error = (i, f"entry {i}: missing: the rows from {i} to at least {hi} were deleted")
             break
         _, leaf, stored = row
         if leaf is None:

@@ -1,29 +1,38 @@
 """Reading the audit log: entries, checkpoints, proofs and search (I/O over the audit tables).
 
 Proofs are computed from stored perfect-subtree hashes: the proof functions are run once with
-a recording lookup to learn which nodes they need, the nodes are fetched in one go, and the
-functions run again on them (O(log n) rows, never a rebuild).
+a recording lookup to learn which nodes they need, the nodes are fetched in one query, and the
+functions run again on them (O(log n) rows, never a rebuild). Perfect nodes never change once
+written, so they are cached; the log size is re-read only when a request asks beyond it.
+
+Search uses only indexes kept at append time: by company through audit_subjects (uscc, idx),
+by released record through audit_records (sha256 / record_id), by operator through
+(client_id, idx); hits come oldest first (by index) and the cursor is the last index returned.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+import orjson
+from sqlalchemy import Select, func, literal, select, tuple_, union_all
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit import tables
+from audit.logcheck import as_bytes
 from audit.rfc9162 import consistency_proof_from_nodes, inclusion_proof_from_nodes
-from audit.writer import load_nodes, needed_nodes
-from credcore.errors import InvalidParameter, NotFound
+from audit.writer import NodeKey, needed_nodes
+from credcore.errors import AuditUnavailable, InvalidParameter, NotFound
 
 MAX_ENTRIES = 1000
 SEARCH_PAGE = 100
+MAX_SEARCH_PAGE = 1000
+NODE_CACHE = 200_000
 
 
 @dataclass(frozen=True)
@@ -33,40 +42,83 @@ class SearchQuery:
     decision: str | None = None
     since: dt.datetime | None = None
     until: dt.datetime | None = None
+    record_sha256: str | None = None
+    record_id: str | None = None
     after: int = -1
     limit: int = SEARCH_PAGE
+
+
+def _us(when: dt.datetime) -> int:
+    return int(when.timestamp() * 1_000_000)
+
+
+def search_statement(q: SearchQuery) -> Select[Any]:
+    """The SELECT for a search, driven by the most selective index the query names: the company
+    (audit_subjects primary key, in index order), else the operator ((client_id, idx)); a
+    released-record filter is a small IN list from audit_records; time and decision narrow."""
+    e, s, r = tables.entries, tables.subjects, tables.records
+    if q.uscc is not None:
+        order = s.c.idx
+        query = select(e.c.idx, e.c.leaf).select_from(s.join(e, e.c.idx == s.c.idx)).where(s.c.uscc == q.uscc)
+    else:
+        order = e.c.idx
+        query = select(e.c.idx, e.c.leaf)
+    if q.record_sha256 is not None or q.record_id is not None:
+        released = select(r.c.idx)
+        if q.record_sha256 is not None:
+            released = released.where(r.c.sha256 == q.record_sha256)
+        if q.record_id is not None:
+            released = released.where(r.c.record_id == q.record_id)
+        query = query.where(e.c.idx.in_(released))
+    query = query.where(order > q.after)
+    if q.operator is not None:
+        query = query.where(e.c.client_id == q.operator)
+    if q.decision is not None:
+        query = query.where(e.c.decision == q.decision)
+    if q.since is not None:
+        query = query.where(e.c.ts_us >= _us(q.since))
+    if q.until is not None:
+        query = query.where(e.c.ts_us < _us(q.until))
+    return query.order_by(order).limit(q.limit + 1)
 
 
 class AuditReader:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._nodes: OrderedDict[NodeKey, bytes] = OrderedDict()
+        self._known_size = 0
 
     async def size(self) -> int:
         async with self._engine.connect() as conn:
-            return int((await conn.execute(select(tables.head.c.size).where(tables.head.c.id == 1))).scalar_one())
+            size = int((await conn.execute(select(tables.head.c.size).where(tables.head.c.id == 1))).scalar_one())
+        self._known_size = max(self._known_size, size)
+        return size
+
+    async def _size_at_least(self, wanted: int) -> int:
+        """The log size, re-read only when `wanted` is beyond what is already known."""
+        return self._known_size if wanted <= self._known_size else await self.size()
 
     async def leaves(self, start: int, end: int) -> list[tuple[int, bytes | None]]:
+        return [(i, leaf) for i, leaf, _ in await self.rows(start, end)]
+
+    async def rows(self, start: int, end: int) -> list[tuple[int, bytes | None, bytes]]:
+        """(index, leaf or None when pruned, leaf hash) for start <= index < end (at most 1000)."""
         if start < 0:
             raise InvalidParameter("start", "'start' must be a non-negative integer.")
         if end <= start:
             raise InvalidParameter("end", "'end' must be greater than 'start'.")
         if end - start > MAX_ENTRIES:
-            raise InvalidParameter("end", f"at most {MAX_ENTRIES} entries are returned at once.")
-        query = (
-            select(tables.entries.c.idx, tables.entries.c.leaf)
-            .where(tables.entries.c.idx >= start, tables.entries.c.idx < end)
-            .order_by(tables.entries.c.idx)
-        )
+            raise InvalidParameter("end", f"'end' must be at most 'start' + {MAX_ENTRIES}: at most {MAX_ENTRIES} "
+                                          "entries are returned at once.")
+        e = tables.entries
+        query = select(e.c.idx, e.c.leaf, e.c.leaf_hash).where(e.c.idx >= start, e.c.idx < end).order_by(e.c.idx)
         async with self._engine.connect() as conn:
-            return [(int(r.idx), bytes(r.leaf) if r.leaf is not None else None) for r in await conn.execute(query)]
+            return [(int(r.idx), as_bytes(r.leaf), as_bytes(r.leaf_hash) or b"") for r in await conn.execute(query)]
 
     async def latest_checkpoint_note(self) -> str | None:
         async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(tables.checkpoints.c.note).order_by(tables.checkpoints.c.size.desc()).limit(1)
-                )
-            ).first()
+            c = tables.checkpoints
+            row = (await conn.execute(select(c.c.note).order_by(c.c.size.desc()).limit(1))).first()
         return str(row.note) if row else None
 
     async def checkpoints(self) -> list[tuple[int, bytes, str]]:
@@ -78,26 +130,62 @@ class AuditReader:
             )
             return [(int(r.size), bytes(r.root), str(r.note)) for r in rows]
 
-    async def verifier_keys(self) -> list[dict[str, Any]]:
+    async def _fetch_nodes(self, conn: AsyncConnection, keys: list[NodeKey]) -> None:
+        leaves = [index for level, index in keys if level == 0]
+        inner = [(level, index) for level, index in keys if level > 0]
+        parts = []
+        if leaves:
+            e = tables.entries
+            parts.append(select(literal(0).label("level"), e.c.idx, e.c.leaf_hash.label("hash"))
+                         .where(e.c.idx.in_(leaves)))
+        if inner:
+            n = tables.nodes
+            parts.append(select(n.c.level, n.c.idx, n.c.hash).where(tuple_(n.c.level, n.c.idx).in_(inner)))
+        query = parts[0] if len(parts) == 1 else union_all(*parts)
+        for row in await conn.execute(query):
+            self._nodes[(int(row.level), int(row.idx))] = bytes(row.hash)
+        while len(self._nodes) > NODE_CACHE:
+            self._nodes.popitem(last=False)
+
+    async def get_nodes(self, keys: list[NodeKey]) -> dict[NodeKey, bytes]:
+        """Node hashes by (level, index), level 0 being leaf hashes, fetched 500 at a time."""
+        missing = [k for k in dict.fromkeys(keys) if k not in self._nodes]
         async with self._engine.connect() as conn:
-            rows = await conn.execute(select(tables.keys).order_by(tables.keys.c.not_before_us))
-            return [
-                {
-                    "verifier_key": r.verifier_key,
-                    "not_before_us": r.not_before_us,
-                    "not_after_us": r.not_after_us,
-                    "active": bool(r.active),
-                }
-                for r in rows
-            ]
+            for start in range(0, len(missing), 500):
+                await self._fetch_nodes(conn, missing[start:start + 500])
+        found = {k: self._nodes[k] for k in keys if k in self._nodes}
+        lost = [k for k in keys if k not in found]
+        if lost:
+            raise AuditUnavailable(f"The audit tree is missing node {lost[0]}; the store is damaged.")
+        return found
+
+    async def inclusion_proofs(self, indices: list[int], tree_size: int) -> dict[int, list[bytes]]:
+        """Inclusion proofs of many leaves in the tree of `tree_size`, their nodes fetched together."""
+        wanted: list[NodeKey] = []
+        for index in indices:
+            def compute(get: Callable[[int, int], bytes], i: int = index) -> list[bytes]:
+                return inclusion_proof_from_nodes(i, tree_size, get)
+
+            wanted += needed_nodes(compute)
+        found = await self.get_nodes(wanted)
+        return {i: inclusion_proof_from_nodes(i, tree_size, lambda level, n: found[(level, n)]) for i in indices}
 
     async def _with_nodes(self, compute: Callable[[Callable[[int, int], bytes]], list[bytes]]) -> list[bytes]:
-        async with self._engine.connect() as conn:
-            found = await load_nodes(conn, needed_nodes(compute))
+        keys = needed_nodes(compute)
+        missing = [k for k in keys if k not in self._nodes]
+        if missing:
+            async with self._engine.connect() as conn:
+                await self._fetch_nodes(conn, missing)
+        found = {}
+        for key in keys:
+            value = self._nodes.get(key)
+            if value is None:
+                raise AuditUnavailable(f"The audit tree is missing node {key}; the store is damaged.")
+            found[key] = value
         return compute(lambda level, index: found[(level, index)])
 
     async def inclusion(self, index: int, tree_size: int) -> list[bytes]:
-        size = await self.size()
+        size = await self._size_at_least(tree_size)
         if tree_size < 1 or tree_size > size:
             raise InvalidParameter("tree_size", f"'tree_size' must be between 1 and the log size {size}.")
         if not 0 <= index < tree_size:
@@ -105,7 +193,7 @@ class AuditReader:
         return await self._with_nodes(lambda get: inclusion_proof_from_nodes(index, tree_size, get))
 
     async def consistency(self, first: int, second: int) -> list[bytes]:
-        size = await self.size()
+        size = await self._size_at_least(second)
         if second < 1 or second > size:
             raise InvalidParameter("second", f"'second' must be between 1 and the log size {size}.")
         if not 1 <= first <= second:
@@ -113,25 +201,21 @@ class AuditReader:
         return await self._with_nodes(lambda get: consistency_proof_from_nodes(first, second, get))
 
     async def search(self, q: SearchQuery) -> tuple[list[tuple[int, dict[str, Any]]], int | None]:
-        e = tables.entries
-        query = select(e.c.idx, e.c.leaf).where(e.c.idx > q.after)
-        if q.uscc is not None:
-            subjects = tables.subjects
-            query = query.join(subjects, subjects.c.idx == e.c.idx).where(subjects.c.uscc == q.uscc)
-        if q.operator is not None:
-            query = query.where(e.c.client_id == q.operator)
-        if q.decision is not None:
-            query = query.where(e.c.decision == q.decision)
-        if q.since is not None:
-            query = query.where(e.c.ts_us >= int(q.since.timestamp() * 1e6))
-        if q.until is not None:
-            query = query.where(e.c.ts_us < int(q.until.timestamp() * 1e6))
-        query = query.order_by(e.c.idx).limit(q.limit + 1)
+        """One page of hits, oldest first, and the cursor of the next page (None at the end)."""
+        if not 1 <= q.limit <= MAX_SEARCH_PAGE:
+            raise InvalidParameter("limit", f"'limit' must be between 1 and {MAX_SEARCH_PAGE}.")
+        if q.since is not None and q.until is not None and q.until <= q.since:
+            raise InvalidParameter("until", "'until' must be later than 'since'.")
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        hits = [(int(r.idx), json.loads(r.leaf) if r.leaf is not None else {"pruned": True}) for r in rows[: q.limit]]
+            rows = (await conn.execute(search_statement(q))).all()
+        hits = [(int(r.idx), orjson.loads(r.leaf) if r.leaf is not None else {"pruned": True})
+                for r in rows[: q.limit]]
         following = hits[-1][0] if len(rows) > q.limit else None
         return hits, following
+
+    async def count_entries(self) -> int:
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(select(func.count()).select_from(tables.entries))).scalar_one())
 
 
 def b64(data: bytes) -> str:

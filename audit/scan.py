@@ -13,19 +13,20 @@ import multiprocessing
 import os
 import sqlite3
 from collections.abc import Sequence
+from urllib.parse import quote
 
 from sqlalchemy.engine import make_url
 
-from audit.logcheck import ChunkReport, Row, check_chunk
+from audit.logcheck import ChunkReport, Row, as_bytes, check_chunk
 
 QUERY = "SELECT idx, leaf, leaf_hash FROM audit_entries WHERE idx >= {lo} AND idx < {hi} ORDER BY idx"
 
 
 def _sqlite_rows(path: str, lo: int, hi: int) -> list[Row]:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
     try:
         cur = conn.execute(QUERY.format(lo="?", hi="?"), (lo, hi))
-        return [(int(i), leaf, h) for i, leaf, h in cur]
+        return [(int(i), as_bytes(leaf), as_bytes(h)) for i, leaf, h in cur]
     finally:
         conn.close()
 
@@ -36,7 +37,7 @@ async def _pg_rows(dsn: str, lo: int, hi: int) -> list[Row]:
     conn = await asyncpg.connect(dsn)
     try:
         records = await conn.fetch(QUERY.format(lo="$1", hi="$2"), lo, hi)
-        return [(int(r[0]), r[1], r[2]) for r in records]
+        return [(int(r[0]), as_bytes(r[1]), as_bytes(r[2])) for r in records]
     finally:
         await conn.close()
 
@@ -53,7 +54,7 @@ def read_rows(url: str, lo: int, hi: int) -> list[Row]:
 def check_range(url: str, lo: int, hi: int, sizes: Sequence[int], end: int) -> ChunkReport:
     """Read [lo-2, hi+1) and check [lo, hi) (the worker's job; `end` bounds the lookahead)."""
     rows = read_rows(url, max(0, lo - 2), min(hi + 1, end + 1))
-    return check_chunk(rows, lo, hi, sizes)
+    return check_chunk(rows, lo, hi, sizes, end=end)
 
 
 def default_jobs() -> int:

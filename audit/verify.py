@@ -33,6 +33,7 @@ from audit.checkpoint import Checkpoint
 from audit.cosignature import CosignatureVerifier, require_cosignatures
 from audit.keys import LogKey, always_valid, load_keys, verify_checkpoint_at
 from audit.logcheck import ChunkReport, LogMerger, Row, check_chunk, chunk_ranges, sizes_in
+from audit.rfc9162 import EMPTY_ROOT
 from audit.scan import check_range, default_jobs, process_pool
 from credcore.db import make_engine
 from credcore.errors import ConfigError, VerificationError
@@ -95,7 +96,7 @@ def _compare_roots(merger: LogMerger, good: Sequence[Checkpoint], findings: Find
     matched = 0
     for cp in good:
         size = cp.size
-        root = merger.roots.get(size) if size else merger.root()
+        root = merger.roots.get(size) if size else EMPTY_ROOT
         if root is None:
             continue  # beyond what was checked (an earlier error stopped the scan, or truncation)
         if root != cp.root:
@@ -154,15 +155,16 @@ def _report(merger: LogMerger, good: Sequence[Checkpoint], witnessed: str) -> st
     )
 
 
-async def _scan_database(url: str, n: int, sizes: Sequence[int], jobs: int) -> tuple[LogMerger, Findings]:
-    merger, findings = LogMerger(CHUNK), Findings()
+async def _scan_database(url: str, n: int, sizes: Sequence[int], jobs: int, chunk: int,
+                         parallel_from: int) -> tuple[LogMerger, Findings]:
+    merger, findings = LogMerger(chunk), Findings()
     loop = asyncio.get_running_loop()
     pool: concurrent.futures.Executor
-    pool = process_pool(jobs) if jobs > 1 and n >= PARALLEL_FROM else concurrent.futures.ThreadPoolExecutor(1)
+    pool = process_pool(jobs) if jobs > 1 and n >= parallel_from else concurrent.futures.ThreadPoolExecutor(1)
     wanted = sorted({s for s in sizes if 0 < s <= n} | ({n} if n else set()))
     try:
         futures = [loop.run_in_executor(pool, check_range, url, lo, hi, sizes_in(wanted, lo, hi), n)
-                   for lo, hi in chunk_ranges(n, CHUNK)]
+                   for lo, hi in chunk_ranges(n, chunk)]
         for future in futures:
             report: ChunkReport = await future
             merger.add(report)
@@ -176,9 +178,13 @@ async def _scan_database(url: str, n: int, sizes: Sequence[int], jobs: int) -> t
 
 
 async def verify_database(url: str, keys: Sequence[str] = (), *, witnesses: Sequence[str] = (),
-                          min_witnesses: int = 0, saved: Sequence[str] = (), jobs: int | None = None) -> str:
-    """Verify the log stored at `url`; the report line, or VerificationError at the first problem."""
-    engine = make_engine(url)
+                          min_witnesses: int = 0, saved: Sequence[str] = (), jobs: int | None = None,
+                          chunk_size: int = CHUNK, parallel_from: int = PARALLEL_FROM) -> str:
+    """Verify the log stored at `url`; the report line, or VerificationError at the first problem.
+
+    Logs of `parallel_from` entries or more are checked by `jobs` worker processes, one aligned
+    chunk of `chunk_size` entries (a power of two) at a time."""
+    engine = make_engine(url, read_only=True)
     try:
         async with engine.connect() as conn:
             trusted = always_valid(keys) if keys else await load_keys(conn)
@@ -204,7 +210,8 @@ async def verify_database(url: str, keys: Sequence[str] = (), *, witnesses: Sequ
     findings = Findings()
     good = _checked_checkpoints(history, trusted, findings)
     n = max(int(head or 0), int(top) + 1 if top is not None else 0)
-    merger, scan_findings = await _scan_database(url, n, [cp.size for cp in good], jobs or default_jobs())
+    merger, scan_findings = await _scan_database(url, n, [cp.size for cp in good], jobs or default_jobs(),
+                                                 chunk_size, parallel_from)
     findings.problems += scan_findings.problems
     _compare_roots(merger, good, findings)
     if not scan_findings.problems:

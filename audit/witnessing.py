@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit import tables
 from audit.cosignature import CosignatureSigner, CosignatureVerifier, verify_cosignatures
+from audit.note import NoteVerifier
 from audit.witness import (
     SIZE_CONTENT_TYPE,
     AddCheckpoint,
@@ -125,6 +126,18 @@ def parse_witness_peers(spec: str) -> list[WitnessPeer]:
         except VerificationError as exc:
             raise ConfigError(f"witness {item[:80]!r}: {exc.description}") from exc
     return peers
+
+
+def parse_witnessed_logs(spec: str, setting: str = "audit.witness_logs") -> dict[str, list[NoteVerifier]]:
+    """Note verifier keys (comma or space separated) of the logs to witness, grouped by origin."""
+    logs: dict[str, list[NoteVerifier]] = {}
+    for vkey in spec.replace(",", " ").split():
+        try:
+            verifier = NoteVerifier.from_key(vkey)
+        except VerificationError as exc:
+            raise ConfigError(f"setting '{setting}': {exc.description}") from exc
+        logs.setdefault(verifier.name, []).append(verifier)
+    return logs
 
 
 ProofSource = Callable[[int, int], Awaitable[list[bytes]]]

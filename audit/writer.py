@@ -20,15 +20,16 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit import tables
+from audit.chain import encode_entry, encode_members, may_hold_float
 from audit.rfc9162 import Frontier, leaf_hash
-from credcore.canonical import canonical_json
 from credcore.errors import AuditUnavailable
 
 GENESIS_PREV = "0" * 64
@@ -45,11 +46,44 @@ class TreeHead:
 class _Pending:
     entry: dict[str, Any]
     future: asyncio.Future[int]
+    # Everything that does not depend on the chain is prepared by `append`, in the caller's task,
+    # so that a batch spends only the linking (prev_hash splice, hashes) in the writer.
+    left: bytes = b"{}"  # canonical JSON of the members whose keys sort before "prev_hash"
+    right: bytes = b"{}"  # ... and of those after it
+    columns: tuple[int, str | None, str, int, str] = (0, None, "", 0, "access")  # ts_us, client, decision...
+    codes: tuple[str, ...] = ()
+    released: tuple[tuple[int, str, str | None], ...] = ()  # (pos, sha256, record id) per released record
 
 
 def _ts_us(entry: dict[str, Any]) -> int:
     when = dt.datetime.fromisoformat(str(entry["time"]).replace("Z", "+00:00"))
     return int(when.timestamp() * 1_000_000)
+
+
+def _prepare(entry: dict[str, Any], future: asyncio.Future[int]) -> _Pending:
+    """Encode the entry around its future `prev_hash` member and read its search columns; raises
+    (KeyError, TypeError, ValueError, OverflowError) for an entry that cannot be recorded."""
+    body = {k: v for k, v in entry.items() if k != "prev_hash"}
+    before = {k: v for k, v in body.items() if k < "prev_hash"}
+    after = {k: v for k, v in body.items() if k > "prev_hash"}
+    left, right = encode_members(before), encode_members(after)
+    if left is None or right is None or may_hold_float(left + right):
+        left, right = encode_entry(before), encode_entry(after)
+    client = entry.get("client_id")
+    columns = (_ts_us(entry), None if client is None else str(client), str(entry.get("decision", "")),
+               int(entry.get("status") or 0), str(entry.get("kind", "access")))
+    codes = tuple(sorted({str(code) for code in entry.get("uscc") or ()}))
+    released = tuple((r["pos"], r["sha256"], r["record_id"]) for r in record_index_rows(0, entry.get("records")))
+    return _Pending(body, future, left, right, columns, codes, released)
+
+
+def splice_prev_hash(left: bytes, right: bytes, prev: str) -> bytes:
+    """The RFC 8785 form of the object whose other members are `left` and `right` (each in RFC 8785
+    form) with `prev_hash` set: JCS writes sorted members one after another, so it is a splice."""
+    member = b'"prev_hash":"' + prev.encode("ascii") + b'"'
+    head = left[:-1] + b"," if len(left) > 2 else b"{"
+    tail = b"," + right[1:] if len(right) > 2 else b"}"
+    return head + member + tail
 
 
 class AuditWriter:
@@ -99,7 +133,11 @@ class AuditWriter:
         if self._task is None or self._task.done():
             raise AuditUnavailable("The audit log is not running, so nothing can be released.")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(dict(entry), future))
+        try:
+            pending = _prepare(entry, future)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise AuditUnavailable(f"The audit entry cannot be recorded ({type(exc).__name__}).") from None
+        self._pending.append(pending)
         self._idle.clear()
         self._wakeup.set()
         return await future
@@ -120,13 +158,10 @@ class AuditWriter:
                 size, prev, frontier = await self._load_head(conn)
                 linked, rows, subject_rows, record_rows, node_rows, last = self._link(batch, prev, frontier)
                 if linked:
-                    await conn.execute(insert(tables.entries), rows)
-                    if subject_rows:
-                        await conn.execute(insert(tables.subjects), subject_rows)
-                    if record_rows:
-                        await conn.execute(insert(tables.records), record_rows)
-                    if node_rows:
-                        await conn.execute(insert(tables.nodes), node_rows)
+                    for table, table_rows in ((tables.entries, rows), (tables.subjects, subject_rows),
+                                              (tables.records, record_rows), (tables.nodes, node_rows)):
+                        if table_rows:
+                            await insert_rows(conn, table, table_rows)
                     new_size = size + len(linked)
                     await conn.execute(
                         update(tables.head).where(tables.head.c.id == 1).values(size=new_size, last_hash=last)
@@ -183,44 +218,26 @@ class AuditWriter:
         """Chain, hash and tree the batch onto `frontier` (which it advances).
 
         An entry that cannot be recorded (no RFC 3339 `time`, a value canonical JSON cannot
-        represent) fails its own caller with AuditUnavailable and is left out; it never costs
-        the other callers of the batch their entries."""
+        represent) was refused by `append`, to its own caller only; nothing here can fail per entry."""
         linked: list[_Pending] = []
         rows: list[dict[str, Any]] = []
         subject_rows: list[dict[str, Any]] = []
         record_rows: list[dict[str, Any]] = []
         node_rows: list[dict[str, Any]] = []
         for item in batch:
-            entry = {**item.entry, "prev_hash": prev}
-            try:
-                leaf = canonical_json(entry)
-                digest = leaf_hash(leaf)
-                ts_us = _ts_us(entry)
-                codes = sorted({str(code) for code in entry.get("uscc") or ()})
-                row: dict[str, Any] = {
-                    "idx": frontier.size,
-                    "leaf": leaf,
-                    "leaf_hash": digest,
-                    "ts_us": ts_us,
-                    "client_id": entry.get("client_id"),
-                    "decision": str(entry.get("decision", "")),
-                    "status": int(entry.get("status") or 0),
-                    "kind": str(entry.get("kind", "access")),
-                }
-                released = record_index_rows(row["idx"], entry.get("records"))
-            except (KeyError, TypeError, ValueError, OverflowError) as exc:
-                if not item.future.done():
-                    item.future.set_exception(
-                        AuditUnavailable(f"The audit entry cannot be recorded ({type(exc).__name__}).")
-                    )
-                continue
-            item.entry = entry
+            leaf = splice_prev_hash(item.left, item.right, prev)
+            digest = leaf_hash(leaf)
+            idx = frontier.size
+            ts_us, client_id, decision, status, kind = item.columns
+            rows.append({"idx": idx, "leaf": leaf, "leaf_hash": digest, "ts_us": ts_us, "client_id": client_id,
+                         "decision": decision, "status": status, "kind": kind})
+            item.entry["prev_hash"] = prev
             for level, position, value in frontier.append(digest):
                 if level:  # level 0 is the leaf hash, kept in audit_entries
                     node_rows.append({"level": level, "idx": position, "hash": value})
-            rows.append(row)
-            subject_rows.extend({"uscc": code, "idx": row["idx"]} for code in codes)
-            record_rows.extend(released)
+            subject_rows.extend({"uscc": code, "idx": idx} for code in item.codes)
+            record_rows.extend({"idx": idx, "pos": pos, "sha256": sha, "record_id": rid}
+                               for pos, sha, rid in item.released)
             linked.append(item)
             prev = digest.hex()
         return linked, rows, subject_rows, record_rows, node_rows, prev
@@ -238,6 +255,21 @@ def record_index_rows(idx: int, released: Any) -> list[dict[str, Any]]:
             rows.append({"idx": idx, "pos": pos, "sha256": item["sha256"],
                          "record_id": rid[:200] if isinstance(rid, str) and rid else None})
     return rows
+
+
+_INSERTS: dict[tuple[str, str], tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]] = {}
+
+
+async def insert_rows(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT many rows with the statement compiled once per dialect and the values passed as
+    plain tuples (Core's per-row parameter processing costs more than the insert itself)."""
+    key = (conn.dialect.name, table.name)
+    if key not in _INSERTS:
+        columns = [c.name for c in table.columns]
+        _INSERTS[key] = (str(insert(table).compile(dialect=conn.dialect, column_keys=columns)),
+                         itemgetter(*columns))
+    sql, values = _INSERTS[key]
+    await conn.exec_driver_sql(sql, list(map(values, rows)))
 
 
 NodeKey = tuple[int, int]  # (level, index) of a perfect subtree; level 0 is a leaf

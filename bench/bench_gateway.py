@@ -88,14 +88,14 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc/PID/stat."""
+def _cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process (all its threads), from /proc/PID/stat."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rpartition(")")[2].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+        return 0.0, 0.0
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime
 
 
 def _core_busy(cpu: int) -> tuple[float, float]:
@@ -187,14 +187,18 @@ def measure(phase: Phase, paths: list[str], headers: dict[str, str], args: argpa
     target = loadgen.Target(phase.base, paths, headers)
     if args.warmup > 0:
         loadgen.run(target, engine=engine, connections=args.connections, duration=args.warmup, cpu=gen_cpu)
-    front0 = _cpu_seconds(phase.front) if phase.front else 0.0
-    store0 = _cpu_seconds(phase.store)
+    front0 = _cpu_times(phase.front) if phase.front else (0.0, 0.0)
+    store0 = _cpu_times(phase.store)
     core0 = _core_busy(server_cpu) if server_cpu is not None else (0.0, 0.0)
     result = loadgen.run(target, engine=engine, connections=args.connections, duration=args.duration, cpu=gen_cpu)
-    front_s = (_cpu_seconds(phase.front) - front0) if phase.front else 0.0
-    store_s = _cpu_seconds(phase.store) - store0
+    front_user, front_sys = (a - b for a, b in zip(_cpu_times(phase.front), front0, strict=True)) \
+        if phase.front else (0.0, 0.0)
+    store_s = sum(_cpu_times(phase.store)) - sum(store0)
+    front_s = front_user + front_sys
     out = result.to_json()
     n = max(result.requests, 1)
+    out["front_user_ms_per_req"] = round(front_user * 1000 / n, 4) if phase.front else None
+    out["front_sys_ms_per_req"] = round(front_sys * 1000 / n, 4) if phase.front else None
     out["front_cpu_ms_per_req"] = round(front_s * 1000 / n, 4) if phase.front else None
     out["store_cpu_ms_per_req"] = round(store_s * 1000 / n, 4)
     out["server_cpu_ms_per_req"] = round((front_s + store_s) * 1000 / n, 4)
@@ -217,7 +221,8 @@ def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         statuses.update(r["statuses"])
     chosen["statuses_all_rounds"] = dict(statuses)
     chosen["requests_all_rounds"] = sum(r["requests"] for r in rounds)
-    for key in ("front_cpu_ms_per_req", "store_cpu_ms_per_req", "server_cpu_ms_per_req"):
+    for key in ("front_cpu_ms_per_req", "front_user_ms_per_req", "front_sys_ms_per_req", "store_cpu_ms_per_req",
+                "server_cpu_ms_per_req"):
         values = [r[key] for r in rounds if r.get(key) is not None]
         chosen[key] = round(statistics.median(values), 4) if values else None
     return chosen
@@ -419,14 +424,20 @@ def _fmt(v: float | None, spec: str = ".1f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _split(r: dict[str, Any]) -> str:
+    if r.get("front_user_ms_per_req") is None:
+        return "-"
+    return f"{r['front_user_ms_per_req']:.3f}/{r['front_sys_ms_per_req']:.3f}"
+
+
 def print_table(results: dict[str, dict[str, Any]], labels: dict[str, str]) -> None:
     print()
     print(f"{'':22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-200':>8} "
-          f"{'front CPU':>10} {'store CPU':>10} {'foreign':>8}")
-    print(f"{'':22} {'':>9} {'':>8} {'':>8} {'':>8} {'ms/req':>10} {'ms/req':>10} {'load %':>8}")
+          f"{'front CPU':>10} {'(user/sys)':>13} {'store CPU':>10} {'foreign':>8}")
+    print(f"{'':22} {'':>9} {'':>8} {'':>8} {'':>8} {'ms/req':>10} {'':>13} {'ms/req':>10} {'load %':>8}")
     for key, r in results.items():
         print(f"{labels[key]:22} {r['rps']:9.0f} {_fmt(r['p50_ms'], '.2f'):>8} {_fmt(r['p99_ms'], '.2f'):>8} "
-              f"{r['non_200']:8d} {_fmt(r['front_cpu_ms_per_req'], '.3f'):>10} "
+              f"{r['non_200']:8d} {_fmt(r['front_cpu_ms_per_req'], '.3f'):>10} {_split(r):>13} "
               f"{_fmt(r['store_cpu_ms_per_req'], '.3f'):>10} {_fmt(r.get('server_core_foreign_pct')):>8}")
 
 

@@ -16,13 +16,10 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
-from audit.checkpointer import Checkpointer, load_or_create_signer
-from audit.reader import AuditReader
 from audit.writer import AuditWriter
 from credcore.clock import Clock, system_clock
 from credcore.db import make_engine
 from gateway import admin, audit_api, crosstab_api, overscope
-from gateway.audit_api import READER
 from gateway.config import Settings
 from gateway.licensing import Licensing
 from gateway.middleware import error_middleware
@@ -86,11 +83,7 @@ def build_app(settings: Settings, *, clock: Clock = system_clock,
         )
         await oauth.start()
         await writer.start()
-        signer = await load_or_create_signer(engine, settings.audit.origin, clock)
-        checkpointer = Checkpointer(
-            engine, signer, origin=settings.audit.origin, interval=settings.audit.checkpoint_interval, clock=clock
-        )
-        writer.on_head(lambda _head: checkpointer.poke())
+        checkpointer = await audit_api.setup(app, settings.audit, engine, writer, clock)
         await licence_store.start()
         await backend.start()
         await licensing.start()
@@ -110,7 +103,6 @@ def build_app(settings: Settings, *, clock: Clock = system_clock,
             licensing=licensing, upstream=upstream, audit=writer, checkpointer=checkpointer,
             tracer=tracer, tracer_provider=provider, recognitions=recognitions,
         )
-        app[READER] = AuditReader(engine)
         guard = overscope.install(app[GATEWAY])  # over-scope detection (an access observer)
         stop_polling = asyncio.Event()
         poller = asyncio.create_task(_poll_revocations(oauth, settings.licensing.poll_interval, stop_polling))

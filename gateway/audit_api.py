@@ -1,21 +1,61 @@
-"""The audit endpoints of CONTRACTS section 4. Only the checkpoint and the key are public;
-everything else needs an `audit:read` token (operators get 403)."""
+"""The audit endpoints of CONTRACTS section 4, and the C2SP tlog-witness endpoint.
+
+Public: the checkpoint (with any witness cosignatures), the note verifier key, the key history
+(/audit/keys) and POST /witness/add-checkpoint (the spec authenticates a request by the log's
+signature on the checkpoint, nothing else). Everything else needs an `audit:read` token:
+operators get 403. Every query parameter is checked before anything is read; a bad one is a 400
+that names it.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from audit.reader import AuditReader, SearchQuery, b64
-from credcore.codes import validate_uscc
+from audit import tables
+from audit.checkpointer import Checkpointer, load_or_create_signer
+from audit.keys import history_json, load_keys
+from audit.reader import AuditReader, b64
+from audit.search import parse_search
+from audit.witness import MAX_BODY, Witness, WitnessError
+from audit.witnessing import (
+    WitnessClient,
+    WitnessService,
+    load_or_create_cosigner,
+    parse_witness_peers,
+    parse_witnessed_logs,
+)
+from audit.writer import AuditWriter
+from credcore.clock import Clock
 from credcore.errors import InvalidParameter
 from gateway.auth import require_scope
+from gateway.config import AuditSettings
 from gateway.services import GATEWAY
 
 AUDIT_SCOPE = "audit:read"
 READER = web.AppKey("audit_reader", AuditReader)
+WITNESS = web.AppKey("audit_witness", WitnessService)
+
+
+async def setup(app: web.Application, settings: AuditSettings, engine: AsyncEngine, writer: AuditWriter,
+                clock: Clock) -> Checkpointer:
+    """The checkpointer (with its witnesses), the reader and, when configured, the witness."""
+    reader = AuditReader(engine)
+    app[READER] = reader
+    peers = parse_witness_peers(settings.witnesses)
+    client = WitnessClient(engine, peers, reader.consistency, timeout=settings.witness_timeout,
+                           clock=clock) if peers else None
+    signer = await load_or_create_signer(engine, settings.origin, clock)
+    checkpointer = Checkpointer(engine, signer, origin=settings.origin, interval=settings.checkpoint_interval,
+                                every=settings.checkpoint_entries, clock=clock, witnesses=client)
+    writer.on_head(checkpointer.poke)
+    if settings.witness_name:
+        cosigner = await load_or_create_cosigner(engine, settings.witness_name, clock)
+        app[WITNESS] = WitnessService(engine, Witness(cosigner, parse_witnessed_logs(settings.witness_logs)), clock)
+    return checkpointer
 
 
 def int_param(request: web.Request, name: str, *, default: int | None = None) -> int:
@@ -24,38 +64,40 @@ def int_param(request: web.Request, name: str, *, default: int | None = None) ->
         if default is None:
             raise InvalidParameter(name, f"The '{name}' parameter is required.")
         return default
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+    if not raw.isdigit() or len(raw) > 18:
         raise InvalidParameter(name, f"The '{name}' parameter must be a non-negative integer.")
     return int(raw)
 
 
-def time_param(request: web.Request, name: str) -> dt.datetime | None:
-    raw = request.query.get(name)
-    if not raw:
-        return None
-    try:
-        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InvalidParameter(name, f"The '{name}' parameter must be an RFC 3339 time.") from exc
-    if value.tzinfo is None:
-        raise InvalidParameter(name, f"The '{name}' parameter must carry a timezone offset.")
-    return value
-
-
 async def checkpoint(request: web.Request) -> web.Response:
     signed = await request.app[GATEWAY].checkpointer.latest()
-    return web.Response(text=signed.note, content_type="text/plain", charset="utf-8")
+    return web.Response(text=signed.served, content_type="text/plain", charset="utf-8")
 
 
 async def key(request: web.Request) -> web.Response:
     return web.Response(text=request.app[GATEWAY].checkpointer.verifier_key + "\n", content_type="text/plain")
 
 
+async def keys(request: web.Request) -> web.Response:
+    """The key history with validity windows, and this gateway's witness key if it is a witness."""
+    gw = request.app[GATEWAY]
+    async with gw.engine.connect() as conn:
+        history = history_json(await load_keys(conn), gw.settings.audit.origin)
+        witness = None
+        if gw.settings.audit.witness_name:
+            witness = (await conn.execute(select(tables.witness_key.c.verifier_key).where(
+                tables.witness_key.c.name == gw.settings.audit.witness_name))).scalar()
+    return web.json_response({**history, "witness": witness})
+
+
 async def entries(request: web.Request) -> web.Response:
     require_scope(request, AUDIT_SCOPE)
     start, end = int_param(request, "start"), int_param(request, "end")
-    rows = await request.app[READER].leaves(start, end)
-    return web.json_response({"entries": [{"index": i, "leaf": b64(leaf or b"")} for i, leaf in rows]})
+    rows = await request.app[READER].rows(start, end)
+    return web.json_response({"entries": [
+        {"index": i, "leaf": b64(leaf)} if leaf is not None else {"index": i, "leaf": None, "leaf_hash": b64(h)}
+        for i, leaf, h in rows
+    ]})
 
 
 async def inclusion(request: web.Request) -> web.Response:
@@ -74,39 +116,35 @@ async def consistency(request: web.Request) -> web.Response:
 
 async def search(request: web.Request) -> web.Response:
     require_scope(request, AUDIT_SCOPE)
-    uscc = request.query.get("uscc") or None
-    if uscc is not None:
-        try:
-            validate_uscc(uscc)
-        except Exception as exc:
-            raise InvalidParameter("uscc", "The 'uscc' parameter is not a valid credit code.") from exc
-    decision = request.query.get("decision") or None
-    if decision not in (None, "allow", "deny", "error"):
-        raise InvalidParameter("decision", "The 'decision' parameter must be allow, deny or error.")
-    cursor = request.query.get("cursor") or ""
-    query = SearchQuery(
-        operator=request.query.get("operator") or None,
-        uscc=uscc,
-        decision=decision,
-        since=time_param(request, "since"),
-        until=time_param(request, "until"),
-        after=int(cursor) if cursor.isascii() and cursor.isdigit() else -1,
-    )
-    if cursor and not (cursor.isascii() and cursor.isdigit()):
-        raise InvalidParameter("cursor", "The 'cursor' parameter is malformed.")
+    query = parse_search(request.query)
     hits, following = await request.app[READER].search(query)
-    return web.json_response(
-        {"entries": [{"index": i, "entry": e} for i, e in hits], "next": str(following) if following is not None else None},
-        dumps=lambda v: json.dumps(v, ensure_ascii=False),
-    )
+    body = {"entries": [{"index": i, "entry": e} for i, e in hits],
+            "next": str(following) if following is not None else None}
+    return web.json_response(body, dumps=lambda v: json.dumps(v, ensure_ascii=False))
+
+
+async def add_checkpoint(request: web.Request) -> web.Response:
+    """C2SP tlog-witness add-checkpoint: cosignature lines, or the spec's status and body."""
+    service = request.app.get(WITNESS)
+    if service is None:
+        return web.Response(status=404, text="this gateway is not a witness\n")
+    if (request.content_length or 0) > MAX_BODY:
+        return web.Response(status=400, text=f"the request body is larger than {MAX_BODY} bytes\n")
+    try:
+        lines = await service.add_checkpoint(await request.read())
+    except WitnessError as exc:
+        return web.Response(status=exc.status, body=exc.body.encode(), content_type=exc.content_type)
+    return web.Response(text=lines, content_type="text/plain", charset="utf-8")
 
 
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/audit/checkpoint", checkpoint),
         web.get("/audit/key", key),
+        web.get("/audit/keys", keys),
         web.get("/audit/entries", entries),
         web.get("/audit/proof/inclusion", inclusion),
         web.get("/audit/proof/consistency", consistency),
         web.get("/audit/search", search),
+        web.post("/witness/add-checkpoint", add_checkpoint),
     ]

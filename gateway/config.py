@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, get_type_hints
 from urllib.parse import urlparse
 
+from audit.retention import check_retention_days
+from audit.witnessing import parse_witness_peers, parse_witnessed_logs
 from credcore.db import async_url
 from credcore.errors import ConfigError
 
@@ -50,7 +52,13 @@ class UpstreamSettings:
 class AuditSettings:
     origin: str = "credgate.local/audit"
     checkpoint_interval: float = 1.0
+    checkpoint_entries: int = 10000  # also sign as soon as this many entries wait (0: by time only)
     max_batch: int = 1024
+    retention_days: int = 1096  # entries older than this may be pruned; at least 184 (six months)
+    witness_name: str = ""  # this gateway's witness (cosigner) name; "" serves no witness
+    witness_logs: str = ""  # note verifier keys of the partner logs this gateway witnesses
+    witnesses: str = ""  # "<witness key>@<submission prefix URL>" items: witnesses asked to cosign
+    witness_timeout: float = 2.0
 
 
 @dataclass
@@ -175,6 +183,7 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("setting 'oauth.token_lifetime' must be at most 600 seconds (short-lived tokens).")
     if settings.audit.checkpoint_interval > 1.0:
         raise ConfigError("setting 'audit.checkpoint_interval' must be at most 1 second (the contract's lag).")
+    _validate_audit(settings.audit)
     try:
         async_url(settings.database.url)
     except ConfigError as exc:
@@ -182,6 +191,19 @@ def _validate(settings: Settings) -> None:
     upstream = urlparse(settings.upstream.url)
     if upstream.scheme not in ("http", "https") or not upstream.hostname:
         raise ConfigError("setting 'upstream.url' must be an http(s) URL of the public credit store.")
+
+
+def _validate_audit(audit: AuditSettings) -> None:
+    if audit.checkpoint_entries < 0:
+        raise ConfigError("setting 'audit.checkpoint_entries' must not be negative.")
+    if audit.witness_timeout <= 0:
+        raise ConfigError("setting 'audit.witness_timeout' must be positive.")
+    check_retention_days(audit.retention_days)
+    try:
+        parse_witness_peers(audit.witnesses)
+    except ConfigError as exc:
+        raise ConfigError(f"setting 'audit.witnesses': {exc.description}") from exc
+    parse_witnessed_logs(audit.witness_logs)
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None,

@@ -68,7 +68,7 @@ async def load(demo: dict[str, Any], bearer: str, seconds: float) -> list[tuple[
                     body = await resp.read()
                     if "Audit-Entry" in resp.headers:
                         received.append((int(resp.headers["Audit-Entry"]), hashlib.sha256(body).hexdigest()))
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 return
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
