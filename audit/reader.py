@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, func, literal, select, tuple_, union_all
+from sqlalchemy import Select, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit import tables
@@ -138,9 +138,10 @@ class AuditReader:
             e = tables.entries
             parts.append(select(literal(0).label("level"), e.c.idx, e.c.leaf_hash.label("hash"))
                          .where(e.c.idx.in_(leaves)))
-        if inner:
-            n = tables.nodes
-            parts.append(select(n.c.level, n.c.idx, n.c.hash).where(tuple_(n.c.level, n.c.idx).in_(inner)))
+        n = tables.nodes
+        for level in sorted({level for level, _ in inner}):  # one indexed IN per level (a row-value IN scans)
+            wanted = [index for lvl, index in inner if lvl == level]
+            parts.append(select(n.c.level, n.c.idx, n.c.hash).where(n.c.level == level, n.c.idx.in_(wanted)))
         query = parts[0] if len(parts) == 1 else union_all(*parts)
         for row in await conn.execute(query):
             self._nodes[(int(row.level), int(row.idx))] = bytes(row.hash)

@@ -82,9 +82,8 @@ def serve(config_path: Path) -> None:
 def _mount() -> None:
     """Each package owns its command group; the top-level command only mounts them."""
     from audit.cli import audit
-    from gateway.admin_cli import admin
-
     from consistency.cli import consistency
+    from gateway.admin_cli import admin
     from gateway.crosstab_cli import crosstab
 
     main.add_command(audit)

@@ -9,6 +9,7 @@ licence allows must still never carry a personal identity number.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,3 +93,29 @@ def filter_body(body: Any, allowed: frozenset[str], *, bulk: bool, region_prefix
     else:
         out.body = {}
     return out
+
+
+class ReleaseMemo:
+    """Memoises `filter_body` + serialisation, keyed by the licence's field set and regions and
+    the SHA-256 of the store's exact answer bytes.
+
+    The filter is a pure function of those inputs, so a repeated read of an unchanged record
+    under the same licence terms reuses the released bytes, fields and record digests instead
+    of parsing, filtering, masking and re-serialising again. A changed answer or licence is a
+    different key; the memo is bounded (least recently used out).
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[Any, ...], tuple[bytes, Released]] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...]) -> tuple[bytes, Released] | None:
+        hit = self._items.get(key)
+        if hit is not None:
+            self._items.move_to_end(key)
+        return hit
+
+    def put(self, key: tuple[Any, ...], value: tuple[bytes, Released]) -> None:
+        self._items[key] = value
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)

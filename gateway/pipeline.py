@@ -8,19 +8,21 @@ its status; the error middleware answers (and audits) a refusal, `release` answe
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from aiohttp import web
 from opentelemetry.trace import Tracer
 
 from credcore.errors import BadRequest, Forbidden, InvalidParameter, InvalidToken
-from gateway.filtering import Released, filter_body
+from gateway.filtering import Released, ReleaseMemo, filter_body
 from gateway.licensing import Grant, LicenceDenied
 from gateway.oauth import AccessClaims
 from gateway.release import AccessRecord, json_bytes, release
 from gateway.routes import Route, match_route
 from gateway.services import ACCESS, GATEWAY, Services
 from gateway.tracing import inject
+from gateway.upstream import parse_object
 
 DATA_SCOPE = "data:read"
 _CURSOR = re.compile(r"[A-Za-z0-9_=-]{1,200}")
@@ -80,14 +82,21 @@ def paging(request: web.Request, route: Route, grant: Grant) -> dict[str, str]:
     return params
 
 
-def filter_released(route: Route, grant: Grant, body: object, record: AccessRecord) -> bytes:
-    released: Released = filter_body(
-        body, grant.fields(route.dataset), bulk=route.bulk, region_prefixes=grant.region_prefixes
-    )
+def filter_released(memo: ReleaseMemo, route: Route, grant: Grant, raw: bytes, record: AccessRecord) -> bytes:
+    """Licensed fields only, ID numbers masked; the same store bytes under the same terms are
+    filtered once (ReleaseMemo)."""
+    fields, regions = grant.fields(route.dataset), grant.region_prefixes
+    key = (route.dataset, route.bulk, fields, regions, hashlib.sha256(raw).digest())
+    hit = memo.get(key)
+    if hit is None:
+        released: Released = filter_body(parse_object(raw), fields, bulk=route.bulk, region_prefixes=regions)
+        hit = (json_bytes(released.body), released)
+        memo.put(key, hit)
+    data, released = hit
     record.fields = sorted(released.fields)
     record.stripped = sorted(released.stripped)
-    record.records = released.records
-    return json_bytes(released.body)
+    record.records = list(released.records)
+    return data
 
 
 async def v1_handler(request: web.Request) -> web.StreamResponse:
@@ -112,10 +121,10 @@ async def v1_handler(request: web.Request) -> web.StreamResponse:
         headers: dict[str, str] = {}
         inject(headers)  # W3C traceparent, so the store's spans join this trace
         if route.dataset == "recognitions":
-            body = await gw.recognitions(route.uscc or "")
+            raw = json_bytes(await gw.recognitions(route.uscc or ""))
         else:
-            body = await gw.upstream.get_json(route.path, params, headers)
+            raw = await gw.upstream.get_bytes(route.path, params, headers)
     with tracer.start_as_current_span("filter"):
-        data = filter_released(route, grant, body, record)
+        data = filter_released(gw.release_memo, route, grant, raw, record)
     with tracer.start_as_current_span("audit"):
         return await release(gw.audit, gw.clock, record, status=200, body=data)

@@ -16,6 +16,7 @@ from audit.checkpointer import Checkpointer
 from audit.writer import AuditWriter
 from credcore.clock import Clock
 from gateway.config import Settings
+from gateway.filtering import ReleaseMemo
 from gateway.licensing import Licensing
 from gateway.oauth import AccessClaims, OAuthService
 from gateway.release import AccessRecord
@@ -41,6 +42,7 @@ class Services:
     recognitions: Callable[[str], Awaitable[Any]]
     # Called with each /v1 request's record and final status once it is answered (for
     # over-scope detection and metrics); an observer must not raise.
+    release_memo: ReleaseMemo = field(default_factory=ReleaseMemo)
     access_observers: list[Callable[[AccessRecord, int], None]] = field(default_factory=list)
 
     def observe(self, record: AccessRecord, status: int) -> None:

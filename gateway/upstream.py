@@ -52,6 +52,10 @@ class Upstream:
 
     async def get_json(self, path: str, params: Mapping[str, str], headers: Mapping[str, str]) -> dict[str, Any]:
         """GET `path` from the store: its JSON object, or NotFound / UpstreamError / UpstreamTimeout."""
+        return parse_object(await self.get_bytes(path, params, headers))
+
+    async def get_bytes(self, path: str, params: Mapping[str, str], headers: Mapping[str, str]) -> bytes:
+        """GET `path` from the store: the raw body of a 200, or NotFound / UpstreamError / UpstreamTimeout."""
         if self._session is None:
             raise UpstreamError("The gateway has no connection to the public credit store.")
         try:
@@ -68,10 +72,15 @@ class Upstream:
             raise UpstreamTimeout("The public credit store did not answer in time.") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"The public credit store cannot be reached ({type(exc).__name__}).") from exc
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise UpstreamError("The public credit store answered with something that is not JSON.") from exc
-        if not isinstance(body, dict):
-            raise UpstreamError("The public credit store answered with JSON that is not an object.")
-        return body
+        return raw
+
+
+def parse_object(raw: bytes) -> dict[str, Any]:
+    """The store's answer as a JSON object, or UpstreamError."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise UpstreamError("The public credit store answered with something that is not JSON.") from exc
+    if not isinstance(body, dict):
+        raise UpstreamError("The public credit store answered with JSON that is not an object.")
+    return body
