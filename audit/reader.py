@@ -83,8 +83,12 @@ def search_statement(q: SearchQuery) -> Select[Any]:
 
 
 class AuditReader:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    """Reads through `read_engine` when given: on SQLite a read-only engine whose transactions are
+    deferred, so readers neither wait for nor hold up the writer (the main engine begins every
+    transaction IMMEDIATE, which takes the write lock)."""
+
+    def __init__(self, engine: AsyncEngine, *, read_engine: AsyncEngine | None = None) -> None:
+        self._engine = read_engine or engine
         self._nodes: OrderedDict[NodeKey, bytes] = OrderedDict()
         self._known_size = 0
 

@@ -26,7 +26,7 @@ from gateway.middleware import error_middleware
 from gateway.oauth import OAuthService
 from gateway.pipeline import v1_handler
 from gateway.services import GATEWAY, Services
-from gateway.tracing import make_tracer
+from gateway.tracing import Tracing, make_tracer
 from gateway.upstream import Upstream
 from policies.counters import LeasedCounter, RedisCounters, SQLCounters
 from policies.store import LicenceStore
@@ -101,7 +101,8 @@ def build_app(settings: Settings, *, clock: Clock = system_clock,
         app[GATEWAY] = Services(
             settings=settings, clock=clock, engine=engine, oauth=oauth, licence_store=licence_store,
             licensing=licensing, upstream=upstream, audit=writer, checkpointer=checkpointer,
-            tracer=tracer, tracer_provider=provider, recognitions=recognitions,
+            tracer=tracer, tracing=Tracing(tracer, recording=settings.tracing.exporter != "none"),
+            tracer_provider=provider, recognitions=recognitions,
         )
         guard = overscope.install(app[GATEWAY])  # over-scope detection (an access observer)
         stop_polling = asyncio.Event()
@@ -113,6 +114,7 @@ def build_app(settings: Settings, *, clock: Clock = system_clock,
             await poller
             await guard.close()
             await checkpointer.close()
+            await audit_api.teardown(app)
             await licensing.close()
             await upstream.close()
             await writer.close()

@@ -9,6 +9,7 @@ that names it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from aiohttp import web
@@ -30,7 +31,8 @@ from audit.witnessing import (
 )
 from audit.writer import AuditWriter
 from credcore.clock import Clock
-from credcore.errors import InvalidParameter
+from credcore.db import make_engine
+from credcore.errors import ConfigError, InvalidParameter
 from gateway.auth import require_scope
 from gateway.config import AuditSettings
 from gateway.services import GATEWAY
@@ -38,12 +40,19 @@ from gateway.services import GATEWAY
 AUDIT_SCOPE = "audit:read"
 READER = web.AppKey("audit_reader", AuditReader)
 WITNESS = web.AppKey("audit_witness", WitnessService)
+READ_ENGINE = web.AppKey("audit_read_engine", AsyncEngine)
 
 
 async def setup(app: web.Application, settings: AuditSettings, engine: AsyncEngine, writer: AuditWriter,
                 clock: Clock) -> Checkpointer:
     """The checkpointer (with its witnesses), the reader and, when configured, the witness."""
-    reader = AuditReader(engine)
+    read_engine = None
+    if engine.dialect.name == "sqlite":
+        with contextlib.suppress(ConfigError):  # an in-memory database has no read-only twin
+            read_engine = make_engine(engine.url.render_as_string(hide_password=False), read_only=True)
+    if read_engine is not None:
+        app[READ_ENGINE] = read_engine
+    reader = AuditReader(engine, read_engine=read_engine)
     app[READER] = reader
     peers = parse_witness_peers(settings.witnesses)
     client = WitnessClient(engine, peers, reader.consistency, timeout=settings.witness_timeout,
@@ -56,6 +65,13 @@ async def setup(app: web.Application, settings: AuditSettings, engine: AsyncEngi
         cosigner = await load_or_create_cosigner(engine, settings.witness_name, clock)
         app[WITNESS] = WitnessService(engine, Witness(cosigner, parse_witnessed_logs(settings.witness_logs)), clock)
     return checkpointer
+
+
+async def teardown(app: web.Application) -> None:
+    """Dispose of what `setup` opened beside the gateway's engine."""
+    read_engine = app.get(READ_ENGINE)
+    if read_engine is not None:
+        await read_engine.dispose()
 
 
 def int_param(request: web.Request, name: str, *, default: int | None = None) -> int:

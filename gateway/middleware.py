@@ -14,13 +14,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from opentelemetry.trace import SpanKind
 
 from credcore.errors import BadRequest, CredgateError, NotFound, RequestTooLarge
 from gateway.config import ServerSettings
 from gateway.release import AccessRecord, error_response, release_error
-from gateway.services import ACCESS, GATEWAY
-from gateway.tracing import extract, trace_id_hex
+from gateway.services import ACCESS, GATEWAY, SPAN
+from gateway.tracing import trace_id_hex
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -88,8 +87,9 @@ def error_middleware() -> Middleware:
         )
         request[ACCESS] = record
         name = f"{request.method} /v1" if is_v1(request) else f"{request.method} (no route)"
-        with gw.tracer.start_as_current_span(name, kind=SpanKind.SERVER, context=extract(request.headers)) as span:
+        with gw.tracing.request_span(name, request.headers) as span:
             record.trace_id = trace_id_hex(span)
+            request[SPAN] = span
             try:
                 check_limits(request, gw.settings.server)
                 response = await handler(request)

@@ -12,7 +12,6 @@ import hashlib
 import re
 
 from aiohttp import web
-from opentelemetry.trace import Tracer
 
 from credcore.errors import BadRequest, Forbidden, InvalidParameter, InvalidToken
 from gateway.filtering import Released, ReleaseMemo, filter_body
@@ -20,8 +19,7 @@ from gateway.licensing import Grant, LicenceDenied
 from gateway.oauth import AccessClaims
 from gateway.release import AccessRecord, json_bytes, release
 from gateway.routes import Route, match_route
-from gateway.services import ACCESS, GATEWAY, Services
-from gateway.tracing import inject
+from gateway.services import ACCESS, GATEWAY, SPAN, Services
 from gateway.upstream import parse_object
 
 DATA_SCOPE = "data:read"
@@ -102,29 +100,28 @@ def filter_released(memo: ReleaseMemo, route: Route, grant: Grant, raw: bytes, r
 async def v1_handler(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
     record = request[ACCESS]
-    tracer: Tracer = gw.tracer
+    stage = gw.tracing.stage
     if request.method != "GET":
         raise BadRequest("Only GET is allowed on /v1.", status=405)
-    with tracer.start_as_current_span("route"):
+    with stage("route"):
         route = match_route(request.raw_path.partition("?")[0])
         record.dataset, record.uscc = route.dataset, [route.uscc] if route.uscc else []
-    with tracer.start_as_current_span("token"):
+    with stage("token"):
         check_token(gw, request, record)
-    with tracer.start_as_current_span("suspension"):
+    with stage("suspension"):
         gw.licensing.check_suspension(record.client_id or "")
-    with tracer.start_as_current_span("authorization"):
+    with stage("authorization"):
         grant = authorize(gw, route, record)
         params = paging(request, route, grant)
-    with tracer.start_as_current_span("quota"):
+    with stage("quota"):
         await gw.licensing.consume(grant.licence)
-    with tracer.start_as_current_span("upstream"):
-        headers: dict[str, str] = {}
-        inject(headers)  # W3C traceparent, so the store's spans join this trace
+    with stage("upstream"):
+        headers = gw.tracing.traceparent(request[SPAN])  # W3C traceparent: the store joins this trace
         if route.dataset == "recognitions":
             raw = json_bytes(await gw.recognitions(route.uscc or ""))
         else:
             raw = await gw.upstream.get_bytes(route.path, params, headers)
-    with tracer.start_as_current_span("filter"):
+    with stage("filter"):
         data = filter_released(gw.release_memo, route, grant, raw, record)
-    with tracer.start_as_current_span("audit"):
+    with stage("audit"):
         return await release(gw.audit, gw.clock, record, status=200, body=data)

@@ -20,6 +20,7 @@ from gateway.filtering import ReleaseMemo
 from gateway.licensing import Licensing
 from gateway.oauth import AccessClaims, OAuthService
 from gateway.release import AccessRecord
+from gateway.tracing import Tracing
 from gateway.upstream import Upstream
 from policies.store import LicenceStore
 
@@ -38,6 +39,7 @@ class Services:
     audit: AuditWriter
     checkpointer: Checkpointer
     tracer: Tracer
+    tracing: Tracing
     tracer_provider: TracerProvider
     recognitions: Callable[[str], Awaitable[Any]]
     # Called with each /v1 request's record and final status once it is answered (for
@@ -60,5 +62,6 @@ class Services:
 
 
 GATEWAY = web.AppKey("gateway", Services)
-ACCESS = "credgate.access"  # request key of the AccessRecord of a /v1 request
-__all__ = ["ACCESS", "GATEWAY", "AccessRecord", "Services"]
+ACCESS = "credgate.access"
+SPAN = "credgate.span"  # request key of the request's (server) span  # request key of the AccessRecord of a /v1 request
+__all__ = ["ACCESS", "GATEWAY", "SPAN", "AccessRecord", "Services"]

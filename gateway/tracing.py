@@ -7,6 +7,10 @@ console, or OTLP over HTTP (the optional `otlp` extra).
 
 from __future__ import annotations
 
+import random
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
+
 from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
@@ -17,7 +21,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from credcore.errors import ConfigError
 from gateway.config import TracingSettings
 
-__all__ = ["extract", "inject", "make_tracer", "trace_id_hex"]
+__all__ = ["Tracing", "extract", "inject", "make_tracer", "trace_id_hex"]
 
 
 def make_tracer(settings: TracingSettings) -> tuple[trace.Tracer, TracerProvider]:
@@ -44,3 +48,35 @@ def make_tracer(settings: TracingSettings) -> tuple[trace.Tracer, TracerProvider
 def trace_id_hex(span: trace.Span) -> str | None:
     context = span.get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None
+
+
+class Tracing:
+    """The gateway's tracing: real spans when an exporter is configured; otherwise one cheap
+    non-recording span per request, which still carries a trace id (continued from an incoming
+    `traceparent`) for the audit entry and the store. Stage spans cost nothing then: the
+    OpenTelemetry context machinery is the largest single cost of a request when it runs for
+    spans no one will read."""
+
+    def __init__(self, tracer: trace.Tracer, *, recording: bool) -> None:
+        self.tracer = tracer
+        self.recording = recording
+
+    def request_span(self, name: str, headers: Mapping[str, str]) -> AbstractContextManager[trace.Span]:
+        if self.recording:
+            return self.tracer.start_as_current_span(name, kind=trace.SpanKind.SERVER, context=extract(headers))
+        parent = trace.get_current_span(extract(headers)).get_span_context() if "traceparent" in headers else None
+        trace_id = parent.trace_id if parent is not None and parent.is_valid else random.getrandbits(128) or 1
+        context = trace.SpanContext(trace_id, random.getrandbits(64) or 1, is_remote=False)
+        return nullcontext(trace.NonRecordingSpan(context))
+
+    def stage(self, name: str) -> AbstractContextManager[object]:
+        return self.tracer.start_as_current_span(name) if self.recording else _NO_SPAN
+
+    def traceparent(self, span: trace.Span) -> dict[str, str]:
+        """Headers that carry `span` (the request's span) to the store."""
+        headers: dict[str, str] = {}
+        inject(headers, context=trace.set_span_in_context(span))
+        return headers
+
+
+_NO_SPAN: AbstractContextManager[object] = nullcontext()
