@@ -12,8 +12,8 @@ last entry, or a rewritten suffix, surfaces only against the checkpoint (`verify
 
 Speed matters (an auditor re-reads the whole log), so `decode_entry` accepts the common
 case in C: the leaf is parsed with orjson and written back with sorted keys, and if that
-gives the same bytes, and the leaf holds no number with a fraction or an exponent and no
-character outside the BMP, it is the RFC 8785 form. For such values JCS and orjson write
+gives the same bytes, and the value holds no float and the leaf no character outside the
+BMP, it is the RFC 8785 form. For such values JCS and orjson write
 the same bytes: keys sorted by code point (UTF-16 order only differs outside the BMP),
 the same string escapes (the two-character forms for backspace, tab, newline, form feed and
 carriage return, lowercase six-character forms for the other controls, nothing else escaped),
@@ -69,17 +69,16 @@ def _not_canonical(why: str) -> VerificationError:
 
 
 _ORJSON_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
-# Deleting digits, signs and "true"/"false" leaves every number with a fraction or an exponent
-# as "." or "e" (or "E") just before a delimiter; inside a string such a pair only costs the
-# exact check (strings end in a quote, not a delimiter).
-_NUMBER_RESIDUE = bytes.maketrans(b"E", b"e")
-_DIGITS_AND_SIGNS = b"0123456789+-"
 
 
-def _may_hold_float(leaf: bytes) -> bool:
-    rest = leaf.replace(b"true", b"T").replace(b"false", b"F").translate(_NUMBER_RESIDUE, _DIGITS_AND_SIGNS)
-    return (b".," in rest or b".]" in rest or b".}" in rest or b"e," in rest or b"e]" in rest
-            or b"e}" in rest)
+def _holds_float(value: Any) -> bool:
+    """Whether a parsed JSON value holds a float anywhere (floats take the exact path)."""
+    kind = type(value)
+    if kind is dict:
+        return any(_holds_float(v) for v in value.values() if type(v) is not str)
+    if kind is list:
+        return any(_holds_float(v) for v in value if type(v) is not str)
+    return kind is float
 
 
 def decode_entry(leaf: bytes) -> dict[str, Any]:
@@ -91,7 +90,7 @@ def decode_entry(leaf: bytes) -> dict[str, Any]:
         same = type(value) is dict and orjson.dumps(value, option=_ORJSON_CANONICAL) == leaf
     except (orjson.JSONDecodeError, orjson.JSONEncodeError, TypeError, ValueError, RecursionError):
         return _decode_exact(leaf)
-    if not same or _may_hold_float(leaf):
+    if not same or _holds_float(value):
         return _decode_exact(leaf)
     return value
 
@@ -101,21 +100,6 @@ _ORJSON_ENCODE = (_ORJSON_CANONICAL | orjson.OPT_PASSTHROUGH_DATETIME | orjson.O
                   | orjson.OPT_PASSTHROUGH_SUBCLASS)
 
 
-def encode_members(entry: dict[str, Any]) -> bytes | None:
-    """orjson's form of `entry` when it is certainly RFC 8785 but for numbers with a fraction or an
-    exponent, which the caller must rule out (`may_hold_float`); None to use the reference."""
-    try:
-        leaf = orjson.dumps(entry, option=_ORJSON_ENCODE)
-    except (TypeError, orjson.JSONEncodeError):
-        return None
-    if (not leaf.isascii() and max(leaf) >= 0xF0) or orjson.loads(leaf) != entry:
-        return None
-    return leaf
-
-
-may_hold_float = _may_hold_float
-
-
 def encode_entry(entry: dict[str, Any]) -> bytes:
     """The leaf bytes of an entry: its RFC 8785 canonical JSON.
 
@@ -123,8 +107,11 @@ def encode_entry(entry: dict[str, Any]) -> bytes:
     past 2**53 (the same argument as `decode_entry`'s), and reads back equal to the entry (orjson
     writes NaN as null, a tuple or an enum as its items or value: those go to the reference,
     which alone decides); anything else is left to the reference."""
-    leaf = encode_members(entry)
-    if leaf is None or _may_hold_float(leaf):
+    try:
+        leaf = orjson.dumps(entry, option=_ORJSON_ENCODE)
+    except (TypeError, orjson.JSONEncodeError):
+        return canonical_json(entry)
+    if (not leaf.isascii() and max(leaf) >= 0xF0) or _holds_float(entry) or orjson.loads(leaf) != entry:
         return canonical_json(entry)
     return leaf
 

@@ -1,9 +1,11 @@
 """Reading the audit log: entries, checkpoints, proofs and search (I/O over the audit tables).
 
 Proofs are computed from stored perfect-subtree hashes: the proof functions are run once with
-a recording lookup to learn which nodes they need, the nodes are fetched in one query, and the
-functions run again on them (O(log n) rows, never a rebuild). Perfect nodes never change once
-written, so they are cached; the log size is re-read only when a request asks beyond it.
+a recording lookup to learn which nodes they need, the nodes are fetched, and the functions run
+again on them (O(log n) nodes, never a rebuild). Perfect nodes never change once written, so a
+level with up to DENSE_NODES nodes is read once, in index order, and kept whole in memory (32
+bytes a node: 64 MB for a million entries); deeper levels of bigger logs go through an LRU and
+one query per proof. The log size is re-read only when a request asks beyond it.
 
 Search uses only indexes kept at append time: by company through audit_subjects (uscc, idx),
 by released record through audit_records (sha256 / record_id), by operator through
@@ -12,10 +14,11 @@ by released record through audit_records (sha256 / record_id), by operator throu
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +36,8 @@ MAX_ENTRIES = 1000
 SEARCH_PAGE = 100
 MAX_SEARCH_PAGE = 1000
 NODE_CACHE = 200_000
+DENSE_NODES = 1 << 21  # a level with at most this many nodes is kept whole in memory (64 MiB at most)
+DENSE_CHUNK = 100_000
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,8 @@ class AuditReader:
     def __init__(self, engine: AsyncEngine, *, read_engine: AsyncEngine | None = None) -> None:
         self._engine = read_engine or engine
         self._nodes: OrderedDict[NodeKey, bytes] = OrderedDict()
+        self._levels: dict[int, bytearray] = {}  # level -> its first nodes, 32 bytes each, in index order
+        self._dense_lock = asyncio.Lock()
         self._known_size = 0
 
     async def size(self) -> int:
@@ -152,13 +159,68 @@ class AuditReader:
         while len(self._nodes) > NODE_CACHE:
             self._nodes.popitem(last=False)
 
+    def _dense(self, level: int) -> bool:
+        """Whether nodes of `level` are kept densely in memory (all of them, about 32 bytes each)."""
+        return max(self._known_size, 1) >> level <= DENSE_NODES
+
+    async def _extend(self, level: int, upto: int) -> None:
+        """Read the nodes of `level` from the first one not in memory up to `upto`, in index order."""
+        async with self._dense_lock:
+            buf = self._levels.setdefault(level, bytearray())
+            start = len(buf) // 32
+            if start >= upto:
+                return
+            if level == 0:
+                sql = "SELECT idx, leaf_hash FROM audit_entries WHERE idx >= {} AND idx < {} ORDER BY idx"
+            else:
+                sql = f"SELECT idx, hash FROM audit_nodes WHERE level = {int(level)} AND idx >= {{}} AND idx < {{}} "
+                sql += "ORDER BY idx"
+            async with self._engine.connect() as conn:
+                for lo in range(start, upto, DENSE_CHUNK):
+                    rows: Sequence[Any] = (await conn.exec_driver_sql(
+                        sql.format(int(lo), int(min(lo + DENSE_CHUNK, upto))))).all()
+                    for row in rows:
+                        value = as_bytes(row[1]) or b""
+                        if int(row[0]) != len(buf) // 32 or len(value) != 32:
+                            return  # a gap or a bad hash: the lookup falls back to a query, which reports it
+                        buf += value
+                    if len(rows) < min(DENSE_CHUNK, upto - lo):
+                        return
+
+    async def warm(self) -> None:
+        """Read the levels kept in memory up to the current size, so the first proofs are fast."""
+        size = await self.size()
+        for level in range(size.bit_length()):
+            if self._dense(level):
+                await self._extend(level, size >> level)
+
     async def get_nodes(self, keys: list[NodeKey]) -> dict[NodeKey, bytes]:
-        """Node hashes by (level, index), level 0 being leaf hashes, fetched 500 at a time."""
-        missing = [k for k in dict.fromkeys(keys) if k not in self._nodes]
-        async with self._engine.connect() as conn:
-            for start in range(0, len(missing), 500):
-                await self._fetch_nodes(conn, missing[start:start + 500])
-        found = {k: self._nodes[k] for k in keys if k in self._nodes}
+        """Node hashes by (level, index), level 0 being leaf hashes. Levels small enough are kept
+        whole in memory (perfect nodes never change); others go through an LRU and the database."""
+        found: dict[NodeKey, bytes] = {}
+        sparse: list[NodeKey] = []
+        for level in sorted({level for level, _ in keys}):
+            wanted = [index for lvl, index in keys if lvl == level]
+            if not self._dense(level):
+                sparse += [(level, index) for index in wanted]
+                continue
+            buf = self._levels.get(level, b"")
+            if max(wanted) >= len(buf) // 32:
+                await self._extend(level, max(max(wanted) + 1, self._known_size >> level))
+                buf = self._levels[level]
+            for index in wanted:
+                if index < len(buf) // 32:
+                    found[(level, index)] = bytes(buf[index * 32:(index + 1) * 32])
+                else:
+                    sparse.append((level, index))
+        missing = [k for k in dict.fromkeys(sparse) if k not in self._nodes]
+        if missing:
+            async with self._engine.connect() as conn:
+                for start in range(0, len(missing), 500):
+                    await self._fetch_nodes(conn, missing[start:start + 500])
+        for key in sparse:
+            if key in self._nodes:
+                found[key] = self._nodes[key]
         lost = [k for k in keys if k not in found]
         if lost:
             raise AuditUnavailable(f"The audit tree is missing node {lost[0]}; the store is damaged.")
@@ -176,17 +238,7 @@ class AuditReader:
         return {i: inclusion_proof_from_nodes(i, tree_size, lambda level, n: found[(level, n)]) for i in indices}
 
     async def _with_nodes(self, compute: Callable[[Callable[[int, int], bytes]], list[bytes]]) -> list[bytes]:
-        keys = needed_nodes(compute)
-        missing = [k for k in keys if k not in self._nodes]
-        if missing:
-            async with self._engine.connect() as conn:
-                await self._fetch_nodes(conn, missing)
-        found = {}
-        for key in keys:
-            value = self._nodes.get(key)
-            if value is None:
-                raise AuditUnavailable(f"The audit tree is missing node {key}; the store is damaged.")
-            found[key] = value
+        found = await self.get_nodes(needed_nodes(compute))
         return compute(lambda level, index: found[(level, index)])
 
     async def inclusion(self, index: int, tree_size: int) -> list[bytes]:

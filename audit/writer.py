@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit import tables
-from audit.chain import encode_entry, encode_members, may_hold_float
+from audit.chain import encode_entry
 from audit.rfc9162 import Frontier, leaf_hash
 from credcore.errors import AuditUnavailable
 
@@ -66,9 +66,7 @@ def _prepare(entry: dict[str, Any], future: asyncio.Future[int]) -> _Pending:
     body = {k: v for k, v in entry.items() if k != "prev_hash"}
     before = {k: v for k, v in body.items() if k < "prev_hash"}
     after = {k: v for k, v in body.items() if k > "prev_hash"}
-    left, right = encode_members(before), encode_members(after)
-    if left is None or right is None or may_hold_float(left + right):
-        left, right = encode_entry(before), encode_entry(after)
+    left, right = encode_entry(before), encode_entry(after)
     client = entry.get("client_id")
     columns = (_ts_us(entry), None if client is None else str(client), str(entry.get("decision", "")),
                int(entry.get("status") or 0), str(entry.get("kind", "access")))

@@ -9,11 +9,14 @@ that names it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 
 from aiohttp import web
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit import tables
@@ -32,7 +35,7 @@ from audit.witnessing import (
 from audit.writer import AuditWriter
 from credcore.clock import Clock
 from credcore.db import make_engine
-from credcore.errors import ConfigError, InvalidParameter
+from credcore.errors import ConfigError, CredgateError, InvalidParameter
 from gateway.auth import require_scope
 from gateway.config import AuditSettings
 from gateway.services import GATEWAY
@@ -41,6 +44,8 @@ AUDIT_SCOPE = "audit:read"
 READER = web.AppKey("audit_reader", AuditReader)
 WITNESS = web.AppKey("audit_witness", WitnessService)
 READ_ENGINE = web.AppKey("audit_read_engine", AsyncEngine)
+WARMING = web.AppKey("audit_proof_cache", asyncio.Task)
+log = logging.getLogger(__name__)
 
 
 async def setup(app: web.Application, settings: AuditSettings, engine: AsyncEngine, writer: AuditWriter,
@@ -61,14 +66,27 @@ async def setup(app: web.Application, settings: AuditSettings, engine: AsyncEngi
     checkpointer = Checkpointer(engine, signer, origin=settings.origin, interval=settings.checkpoint_interval,
                                 every=settings.checkpoint_entries, clock=clock, witnesses=client)
     writer.on_head(checkpointer.poke)
+    app[WARMING] = asyncio.create_task(_warm(reader), name="audit-proof-cache")
     if settings.witness_name:
         cosigner = await load_or_create_cosigner(engine, settings.witness_name, clock)
         app[WITNESS] = WitnessService(engine, Witness(cosigner, parse_witnessed_logs(settings.witness_logs)), clock)
     return checkpointer
 
 
+async def _warm(reader: AuditReader) -> None:
+    try:
+        await reader.warm()
+    except (SQLAlchemyError, OSError, CredgateError) as exc:  # proofs then read what they need as they go
+        log.warning("the proof cache was not warmed: %s", exc)
+
+
 async def teardown(app: web.Application) -> None:
     """Dispose of what `setup` opened beside the gateway's engine."""
+    warming = app.get(WARMING)
+    if warming is not None and not warming.done():
+        warming.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await warming
     read_engine = app.get(READ_ENGINE)
     if read_engine is not None:
         await read_engine.dispose()
