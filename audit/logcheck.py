@@ -104,17 +104,20 @@ def check_chunk(rows: Sequence[Row], lo: int, hi: int, sizes: Sequence[int] = ()
                 keep_hashes: bool = False, end: int | None = None) -> ChunkReport:
     """Check entries [lo, hi) given the stored rows of [lo-2, hi+1) in index order; `end` is the
     size of the whole log when known (a missing row at the end is a truncation)."""
-    at = {row[0]: row for row in rows}
     hashes: list[bytes] = []
     report = ChunkReport(lo, lo, GENESIS_PREV if lo == 0 else "")
+    pos = 0
+    while pos < len(rows) and rows[pos][0] < lo:
+        pos += 1
     if lo > 0:
-        before = at.get(lo - 1)
+        before = rows[pos - 1] if pos and rows[pos - 1][0] == lo - 1 else None
         report.last_hash = _hash_of(before).hex() if before is not None else ""
     expected = report.last_hash
     pruned_from: int | None = None
+    sha256 = _sha256
     for i in range(lo, hi):
-        row = at.get(i)
-        if row is None:
+        row = rows[pos] if pos < len(rows) else None
+        if row is None or row[0] != i:
             later = [r[0] for r in rows if r[0] > i]
             if later:
                 report.error = (i, f"entry {i}: missing: the row was deleted (the next stored index is {later[0]})")
@@ -123,6 +126,7 @@ def check_chunk(rows: Sequence[Row], lo: int, hi: int, sizes: Sequence[int] = ()
             else:
                 report.error = (i, f"entry {i}: missing: the rows from {i} to at least {hi} were deleted")
             break
+        pos += 1
         _, leaf, stored = row
         if leaf is None:
             if stored is None or len(stored) != HASH_SIZE:
@@ -140,14 +144,14 @@ def check_chunk(rows: Sequence[Row], lo: int, hi: int, sizes: Sequence[int] = ()
             except VerificationError as exc:
                 report.error = (i, f"entry {i}: edited: {exc.description}")
                 break
-            digest = _sha256(b"\x00" + leaf).digest()
+            digest = sha256(b"\x00" + leaf).digest()
             if stored is not None and stored != digest:
                 report.error = (i, f"entry {i}: edited: the leaf no longer matches the leaf hash stored when it was "
                                    "appended")
                 break
             claim = entry.get("prev_hash")
             if claim != expected and expected != "":
-                report.error = _link_damage(i, claim, at)
+                report.error = _link_damage(i, claim, {r[0]: r for r in rows})
                 break
             if entry.get("kind") == PRUNE_KIND and type(entry.get("up_to")) is int:
                 report.prune_bound = max(report.prune_bound, entry["up_to"])

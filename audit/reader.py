@@ -7,9 +7,10 @@ level with up to DENSE_NODES nodes is read once, in index order, and kept whole 
 bytes a node: 64 MB for a million entries); deeper levels of bigger logs go through an LRU and
 one query per proof. The log size is re-read only when a request asks beyond it.
 
-Search uses only indexes kept at append time: by company through audit_subjects (uscc, idx),
-by released record through audit_records (sha256 / record_id), by operator through
-(client_id, idx); hits come oldest first (by index) and the cursor is the last index returned.
+Search uses only indexes kept at append time: by company through audit_subjects (uscc, ts_us,
+idx), by released record through audit_records (sha256 / record_id), by operator through
+(client_id, ts_us, idx); hits come oldest first (by time, then index) and the cursor is the
+(time, index) of the last hit returned.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, func, literal, select, union_all
+from sqlalchemy import Select, func, literal, select, tuple_, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit import tables
@@ -49,7 +50,7 @@ class SearchQuery:
     until: dt.datetime | None = None
     record_sha256: str | None = None
     record_id: str | None = None
-    after: int = -1
+    after: tuple[int, int] | None = None  # (time in µs, index) of the last hit of the previous page
     limit: int = SEARCH_PAGE
 
 
@@ -57,17 +58,23 @@ def _us(when: dt.datetime) -> int:
     return int(when.timestamp() * 1_000_000)
 
 
+def format_cursor(ts_us: int, index: int) -> str:
+    return f"{ts_us}.{index}"
+
+
 def search_statement(q: SearchQuery) -> Select[Any]:
-    """The SELECT for a search, driven by the most selective index the query names: the company
-    (audit_subjects primary key, in index order), else the operator ((client_id, idx)); a
-    released-record filter is a small IN list from audit_records; time and decision narrow."""
+    """The SELECT for a search, oldest first (by entry time, then index), walking the index of the
+    most selective filter: the company ((uscc, ts_us, idx) of audit_subjects), else the operator
+    ((client_id, ts_us, idx)), else time alone ((ts_us, idx)); a released-record filter is a small
+    IN list from audit_records. Every range is a seek, never a scan of the log."""
     e, s, r = tables.entries, tables.subjects, tables.records
     if q.uscc is not None:
-        order = s.c.idx
-        query = select(e.c.idx, e.c.leaf).select_from(s.join(e, e.c.idx == s.c.idx)).where(s.c.uscc == q.uscc)
+        ts, idx = s.c.ts_us, s.c.idx
+        query = select(e.c.idx, e.c.ts_us, e.c.leaf).select_from(s.join(e, e.c.idx == s.c.idx))
+        query = query.where(s.c.uscc == q.uscc)
     else:
-        order = e.c.idx
-        query = select(e.c.idx, e.c.leaf)
+        ts, idx = e.c.ts_us, e.c.idx
+        query = select(e.c.idx, e.c.ts_us, e.c.leaf)
     if q.record_sha256 is not None or q.record_id is not None:
         released = select(r.c.idx)
         if q.record_sha256 is not None:
@@ -75,16 +82,17 @@ def search_statement(q: SearchQuery) -> Select[Any]:
         if q.record_id is not None:
             released = released.where(r.c.record_id == q.record_id)
         query = query.where(e.c.idx.in_(released))
-    query = query.where(order > q.after)
+    if q.after is not None:
+        query = query.where(tuple_(ts, idx) > tuple_(literal(q.after[0]), literal(q.after[1])))
     if q.operator is not None:
         query = query.where(e.c.client_id == q.operator)
     if q.decision is not None:
         query = query.where(e.c.decision == q.decision)
     if q.since is not None:
-        query = query.where(e.c.ts_us >= _us(q.since))
+        query = query.where(ts >= _us(q.since))
     if q.until is not None:
-        query = query.where(e.c.ts_us < _us(q.until))
-    return query.order_by(order).limit(q.limit + 1)
+        query = query.where(ts < _us(q.until))
+    return query.order_by(ts, idx).limit(q.limit + 1)
 
 
 class AuditReader:
@@ -257,7 +265,7 @@ class AuditReader:
             raise InvalidParameter("first", "'first' must be between 1 and 'second'.")
         return await self._with_nodes(lambda get: consistency_proof_from_nodes(first, second, get))
 
-    async def search(self, q: SearchQuery) -> tuple[list[tuple[int, dict[str, Any]]], int | None]:
+    async def search(self, q: SearchQuery) -> tuple[list[tuple[int, dict[str, Any]]], str | None]:
         """One page of hits, oldest first, and the cursor of the next page (None at the end)."""
         if not 1 <= q.limit <= MAX_SEARCH_PAGE:
             raise InvalidParameter("limit", f"'limit' must be between 1 and {MAX_SEARCH_PAGE}.")
@@ -265,9 +273,9 @@ class AuditReader:
             raise InvalidParameter("until", "'until' must be later than 'since'.")
         async with self._engine.connect() as conn:
             rows = (await conn.execute(search_statement(q))).all()
-        hits = [(int(r.idx), orjson.loads(r.leaf) if r.leaf is not None else {"pruned": True})
-                for r in rows[: q.limit]]
-        following = hits[-1][0] if len(rows) > q.limit else None
+        page = rows[: q.limit]
+        hits = [(int(r.idx), orjson.loads(r.leaf) if r.leaf is not None else {"pruned": True}) for r in page]
+        following = format_cursor(int(page[-1].ts_us), int(page[-1].idx)) if len(rows) > q.limit else None
         return hits, following
 
     async def count_entries(self) -> int:

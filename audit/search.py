@@ -20,7 +20,7 @@ from credcore.errors import ConfigError, InvalidParameter
 DECISIONS = ("allow", "deny", "error")
 PARAMETERS = ("operator", "uscc", "decision", "since", "until", "cursor", "limit", "record_sha256", "record_id")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_CURSOR = re.compile(r"0|[1-9][0-9]{0,17}")
+_CURSOR = re.compile(r"(-?[1-9][0-9]{0,17}|0)\.(0|[1-9][0-9]{0,17})")
 
 
 def _time(params: Mapping[str, str], name: str) -> dt.datetime | None:
@@ -56,7 +56,8 @@ def parse_search(params: Mapping[str, str]) -> SearchQuery:
     if since is not None and until is not None and until <= since:
         raise InvalidParameter("until", "The 'until' parameter must be later than 'since'.")
     cursor = params.get("cursor") or ""
-    if cursor and not _CURSOR.fullmatch(cursor):
+    match = _CURSOR.fullmatch(cursor) if cursor else None
+    if cursor and match is None:
         raise InvalidParameter("cursor", "The 'cursor' parameter is malformed (use the 'next' of a previous page).")
     raw_limit = params.get("limit") or ""
     if raw_limit and (not raw_limit.isdigit() or not 1 <= int(raw_limit[:5]) <= MAX_SEARCH_PAGE or len(raw_limit) > 5):
@@ -67,7 +68,8 @@ def parse_search(params: Mapping[str, str]) -> SearchQuery:
     return SearchQuery(
         operator=_text(params, "operator"), uscc=uscc, decision=decision, since=since, until=until,
         record_sha256=digest, record_id=_text(params, "record_id"),
-        after=int(cursor) if cursor else -1, limit=int(raw_limit) if raw_limit else SEARCH_PAGE,
+        after=(int(match.group(1)), int(match.group(2))) if match else None,
+        limit=int(raw_limit) if raw_limit else SEARCH_PAGE,
     )
 
 
@@ -81,7 +83,7 @@ async def search_database(url: str, filters: Mapping[str, str], cursor: str, lim
         hits, following = await AuditReader(engine).search(query)
     finally:
         await engine.dispose()
-    return hits, str(following) if following is not None else None
+    return hits, following
 
 
 async def search_remote(url: str, client_id: str, client_secret: str, filters: Mapping[str, str], cursor: str,

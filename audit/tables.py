@@ -2,7 +2,7 @@
 
 audit_entries   one row per leaf: the exact leaf bytes, their RFC 9162 leaf hash, and the
                 columns security teams search by (kept at append time, indexed).
-audit_subjects  (uscc, idx): which entries concern which company, for "who accessed X".
+audit_subjects  (uscc, idx, ts_us): which entries concern which company, for "who accessed X".
 audit_nodes     hashes of complete perfect subtrees (level >= 1), written with their last leaf,
                 so proofs and roots need O(log n) reads, never a rebuild.
 audit_head      one row: the log size and the last leaf hash. Writers lock it, so several
@@ -33,6 +33,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
 )
 from sqlalchemy.engine import Connection
 
@@ -49,9 +50,10 @@ entries = Table(
     Column("decision", String(16), nullable=False),
     Column("status", Integer, nullable=False),
     Column("kind", String(32), nullable=False),
-    Index("ix_audit_entries_client_ts", "client_id", "ts_us"),
-    Index("ix_audit_entries_client_idx", "client_id", "idx"),
-    Index("ix_audit_entries_ts", "ts_us"),
+    # Search walks these in (time, index) order; proofs read leaf hashes from the last one alone.
+    Index("ix_audit_entries_client_time", "client_id", "ts_us", "idx"),
+    Index("ix_audit_entries_time", "ts_us", "idx"),
+    Index("ix_audit_entries_leaf_hash", "idx", "leaf_hash"),
 )
 
 subjects = Table(
@@ -59,6 +61,8 @@ subjects = Table(
     metadata,
     Column("uscc", String(18), primary_key=True),
     Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("ts_us", BigInteger, nullable=True),  # the entry's time, so a company's recent entries are a range
+    Index("ix_audit_subjects_time", "uscc", "ts_us", "idx"),
 )
 
 records = Table(
@@ -140,8 +144,13 @@ witness_state = Table(
 
 
 def create_schema(conn: Connection) -> None:
-    """Create missing tables, then any index missing from a table made by an older version."""
+    """Create missing tables, add the columns and indexes an older version did not have."""
     metadata.create_all(conn)
+    if "ts_us" not in {c["name"] for c in inspect(conn).get_columns("audit_subjects")}:
+        exists = " IF NOT EXISTS" if conn.dialect.name == "postgresql" else ""  # SQLite: under BEGIN IMMEDIATE
+        conn.exec_driver_sql(f"ALTER TABLE audit_subjects ADD COLUMN{exists} ts_us BIGINT")
+        conn.exec_driver_sql("UPDATE audit_subjects SET ts_us = (SELECT e.ts_us FROM audit_entries e "
+                             "WHERE e.idx = audit_subjects.idx) WHERE ts_us IS NULL")
     for table in metadata.sorted_tables:
         for index in table.indexes:
             index.create(conn, checkfirst=True)

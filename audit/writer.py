@@ -18,12 +18,14 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Table, insert, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -95,6 +97,7 @@ class AuditWriter:
         self._prev = GENESIS_PREV
         self._frontier = Frontier()  # the right edge of the tree, to link and hash appends
         self._head_listeners: list[Callable[[TreeHead], None]] = []
+        self._direct = engine.dialect.name == "sqlite"  # one call per batch on the driver's thread
         self._idle = asyncio.Event()  # set while nothing is queued or being committed
         self._idle.set()
         self.batches = 0
@@ -151,6 +154,18 @@ class AuditWriter:
             self._idle.set()
 
     async def _commit_batch(self, batch: list[_Pending]) -> None:
+        if self._direct and self._size >= 0:
+            try:
+                if await self._commit_direct(batch):
+                    return
+            except (sqlite3.Error, SQLAlchemyError, OSError) as exc:
+                self._failed(batch, exc)
+                return
+            except BaseException as exc:
+                self._broken(batch, exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return
         try:
             async with self._engine.begin() as conn:
                 size, prev, frontier = await self._load_head(conn)
@@ -165,25 +180,64 @@ class AuditWriter:
                         update(tables.head).where(tables.head.c.id == 1).values(size=new_size, last_hash=last)
                     )
         except (SQLAlchemyError, OSError) as exc:
-            self._size = -1  # resynchronise from the database next time
-            log.error("audit log: a batch of %d entries was not recorded: %s", len(batch), exc)
-            error = AuditUnavailable(f"The audit log could not record this request ({type(exc).__name__}).")
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(error)
+            self._failed(batch, exc)
             return
         except BaseException as exc:
-            self._size = -1
-            if not isinstance(exc, asyncio.CancelledError):
-                log.exception("audit log: a batch of %d entries failed", len(batch))
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(AuditUnavailable("The audit log failed; nothing is released."))
+            self._broken(batch, exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
         if not linked:
             return
+        self._committed(linked, size, new_size, last, frontier)
+
+    def _failed(self, batch: list[_Pending], exc: BaseException) -> None:
+        self._size = -1  # resynchronise from the database next time
+        log.error("audit log: a batch of %d entries was not recorded: %s", len(batch), exc)
+        error = AuditUnavailable(f"The audit log could not record this request ({type(exc).__name__}).")
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    def _broken(self, batch: list[_Pending], exc: BaseException) -> None:
+        self._size = -1
+        if not isinstance(exc, asyncio.CancelledError):
+            log.exception("audit log: a batch of %d entries failed", len(batch))
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(AuditUnavailable("The audit log failed; nothing is released."))
+
+    async def _commit_direct(self, batch: list[_Pending]) -> bool:
+        """SQLite: link on the head this writer last committed, then run the whole transaction as ONE
+        call on the connection's own thread (aiosqlite), so the event loop prepares the next batch
+        while this one is written and synced, instead of the two taking turns statement by
+        statement. The pooled connection is used, with its pragmas (WAL, synchronous=FULL, busy
+        timeout). False when the head moved (another process appended) or the driver is not
+        aiosqlite: the general path then re-reads the head and links again."""
+        frontier = Frontier.from_hashes(self._frontier.size, self._frontier.hashes)
+        base = (self._size, self._prev)
+        linked, rows, subject_rows, record_rows, node_rows, last = self._link(batch, self._prev, frontier)
+        writes = [(_insert_sql(self._engine.dialect, table), list(map(_values(table), table_rows)))
+                  for table, table_rows in ((tables.entries, rows), (tables.subjects, subject_rows),
+                                            (tables.records, record_rows), (tables.nodes, node_rows)) if table_rows]
+        new_size = base[0] + len(linked)
+        async with self._engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            run, raw = getattr(driver, "_execute", None), getattr(driver, "_conn", None)
+            if run is None or not isinstance(raw, sqlite3.Connection):
+                self._direct = False
+                return False
+            try:
+                done = await run(_write_batch, raw, base, writes, (new_size, last))
+            except sqlite3.Error:
+                await conn.invalidate()  # a fresh connection next time (a read-only or full file may recover)
+                raise
+        if not done:
+            return False
+        self._committed(linked, base[0], new_size, last, frontier)
+        return True
+
+    def _committed(self, linked: list[_Pending], size: int, new_size: int, last: str, frontier: Frontier) -> None:
         self._size, self._prev, self._frontier = new_size, last, frontier
         self.batches += 1
         for offset, item in enumerate(linked):
@@ -233,7 +287,7 @@ class AuditWriter:
             for level, position, value in frontier.append(digest):
                 if level:  # level 0 is the leaf hash, kept in audit_entries
                     node_rows.append({"level": level, "idx": position, "hash": value})
-            subject_rows.extend({"uscc": code, "idx": idx} for code in item.codes)
+            subject_rows.extend({"uscc": code, "idx": idx, "ts_us": ts_us} for code in item.codes)
             record_rows.extend({"idx": idx, "pos": pos, "sha256": sha, "record_id": rid}
                                for pos, sha, rid in item.released)
             linked.append(item)
@@ -255,19 +309,48 @@ def record_index_rows(idx: int, released: Any) -> list[dict[str, Any]]:
     return rows
 
 
-_INSERTS: dict[tuple[str, str], tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]] = {}
+_INSERTS: dict[tuple[str, str], str] = {}
+
+
+def _insert_sql(dialect: Dialect, table: Table) -> str:
+    """The INSERT of every column of `table`, compiled once per dialect."""
+    key = (dialect.name, table.name)
+    if key not in _INSERTS:
+        columns = [c.name for c in table.columns]
+        _INSERTS[key] = str(insert(table).compile(dialect=dialect, column_keys=columns))
+    return _INSERTS[key]
+
+
+def _values(table: Table) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    return itemgetter(*[c.name for c in table.columns])
 
 
 async def insert_rows(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
     """INSERT many rows with the statement compiled once per dialect and the values passed as
     plain tuples (Core's per-row parameter processing costs more than the insert itself)."""
-    key = (conn.dialect.name, table.name)
-    if key not in _INSERTS:
-        columns = [c.name for c in table.columns]
-        _INSERTS[key] = (str(insert(table).compile(dialect=conn.dialect, column_keys=columns)),
-                         itemgetter(*columns))
-    sql, values = _INSERTS[key]
-    await conn.exec_driver_sql(sql, list(map(values, rows)))
+    await conn.exec_driver_sql(_insert_sql(conn.dialect, table), list(map(_values(table), rows)))
+
+
+def _write_batch(conn: sqlite3.Connection, base: tuple[int, str], writes: list[tuple[str, list[tuple[Any, ...]]]],
+                 head: tuple[int, str]) -> bool:
+    """One batch in one SQLite transaction (on the connection's thread): False, writing nothing,
+    when the head is no longer `base`."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT size, last_hash FROM audit_head WHERE id = 1").fetchone()
+        if row is None or (int(row[0]), str(row[1])) != base:
+            conn.execute("ROLLBACK")
+            return False
+        for sql, params in writes:
+            conn.executemany(sql, params)
+        conn.execute("UPDATE audit_head SET size = ?, last_hash = ? WHERE id = 1", head)
+        conn.execute("COMMIT")
+        return True
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
 
 
 NodeKey = tuple[int, int]  # (level, index) of a perfect subtree; level 0 is a leaf

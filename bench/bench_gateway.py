@@ -231,7 +231,10 @@ def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------- profile
 
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("tracing (OpenTelemetry spans, propagation)", ("opentelemetry/",)),
+    # py-spy names a frame by its last path components, e.g. "Tracer.start_span (trace/__init__.py:1200)".
+    ("tracing (OpenTelemetry spans, propagation)", ("opentelemetry/", "(trace/", "(context/", "(propagate/",
+                                                    "(propagators/", "_decorator.py", "(attributes/", "Tracer.",
+                                                    "Span.", "(sampling.py", "id_generator.py", "BoundedList")),
     ("token verification", ("gateway/oauth/verifier.py",)),
     ("field filter + per-record digests", ("gateway/filtering.py",)),
     ("upstream call (aiohttp client)", ("gateway/upstream.py",)),

@@ -263,7 +263,8 @@ class CrosstabRuntime:
 
     async def recognitions(self, uscc: str) -> dict[str, Any]:
         """The `recognitions` data set for one company (the /v1 pipeline filters and audits it)."""
-        return {"uscc": uscc, "records": [r.to_record(self.region.today()) for r in await self.region.recognitions(uscc)]}
+        today = self.region.today()
+        return {"uscc": uscc, "records": [r.to_record(today) for r in await self.region.recognitions(uscc)]}
 
     # --- sync (CLI) -----------------------------------------------------------------------
 

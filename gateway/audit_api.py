@@ -153,7 +153,7 @@ async def search(request: web.Request) -> web.Response:
     query = parse_search(request.query)
     hits, following = await request.app[READER].search(query)
     body = {"entries": [{"index": i, "entry": e} for i, e in hits],
-            "next": str(following) if following is not None else None}
+            "next": following}
     return web.json_response(body, dumps=lambda v: json.dumps(v, ensure_ascii=False))
 
 

@@ -36,8 +36,10 @@ def main() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Gateway port (0: any free port).")
-@click.option("--data-dir", default="./credgate-demo", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="Gateway port (0: any free port).")
+@click.option("--data-dir", default="./credgate-demo", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
 def demo(host: str, port: int, data_dir: Path) -> None:
     """Run the reference store and the gateway on loopback with demo clients."""
     from gateway.demo import run_demo

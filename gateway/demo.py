@@ -83,15 +83,21 @@ def _free_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _spawn_store(data_dir: Path, host: str, port_file: Path) -> subprocess.Popen[bytes]:
+    """The reference store as its own process, logging to DIR/store.log (a quick, blocking start)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port_file.unlink(missing_ok=True)
+    with open(data_dir / "store.log", "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "credstore", "--host", host, "--port", "0",
+             "--db", str(data_dir / "store.db"), "--port-file", str(port_file)],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        )
+
+
 async def _start_store(data_dir: Path, host: str) -> tuple[subprocess.Popen[bytes], str]:
     port_file = data_dir / "store.port"
-    port_file.unlink(missing_ok=True)
-    log = open(data_dir / "store.log", "ab")  # noqa: SIM115 - handed to the child process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "credstore", "--host", host, "--port", "0",
-         "--db", str(data_dir / "store.db"), "--port-file", str(port_file)],
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-    )
+    proc = await asyncio.to_thread(_spawn_store, data_dir, host, port_file)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + STORE_START_TIMEOUT
     while not port_file.exists():
@@ -163,7 +169,7 @@ async def _provision(app: web.Application, data_dir: Path, clock: Clock) -> dict
 
 async def run_demo(host: str, port: int, data_dir: Path, *, clock: Clock = system_clock,
                    ready: asyncio.Event | None = None) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     sock = _free_socket(host, port)
     port = sock.getsockname()[1]
     gateway_url = f"http://{host}:{port}"

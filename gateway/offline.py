@@ -86,7 +86,9 @@ async def client_create(db_url: str, *, name: str, scope: str, client_id: str | 
     allowed = {"admin", "audit:read"}
     unknown = sorted(set(scope.split()) - allowed)
     if not scope.split() or unknown:
-        raise InvalidParameter("scope", f"a staff client's scope is 'admin' and/or 'audit:read', not {unknown or scope!r}.")
+        raise InvalidParameter(
+            "scope", f"a staff client's scope is 'admin' and/or 'audit:read', not {unknown or scope!r}."
+        )
     async with admin_context(db_url, clock) as ctx:
         cid, secret = await admin.provision_operator(ctx, name=name, scope=scope, client_id=client_id, actor=ACTOR)
         return {"client_id": cid, "client_secret": secret, "scope": scope}

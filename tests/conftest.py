@@ -89,8 +89,14 @@ async def store_url(dataset: Dataset) -> AsyncIterator[str]:
 
 
 OPERATOR_LICENCE: dict[str, Any] = {
-    "datasets": {"entities": "*", "penalties": "*", "licences": "*", "serious_untrustworthy": "*",
-                 "disclosures": "*", "recognitions": "*"},
+    "datasets": {
+        "entities": "*",
+        "penalties": "*",
+        "licences": "*",
+        "serious_untrustworthy": "*",
+        "disclosures": "*",
+        "recognitions": "*",
+    },
     "purposes": ["credit_check", "risk_control"],
     "default_purpose": "credit_check",
     "regions": ["000000"],
@@ -111,8 +117,9 @@ class Harness:
         return self.app[GATEWAY]
 
     async def add_client(self, client_id: str, scope: str = "data:read", licence: dict[str, Any] | None = None) -> str:
-        _cid, secret = await provision_operator(self.gw, name=client_id, scope=scope, client_id=client_id,
-                                               licence=licence, licence_id=f"{client_id}-L1")
+        _cid, secret = await provision_operator(
+            self.gw, name=client_id, scope=scope, client_id=client_id, licence=licence, licence_id=f"{client_id}-L1"
+        )
         assert secret is not None
         self.secrets[client_id] = secret
         return secret
@@ -121,13 +128,16 @@ class Harness:
         data = {"grant_type": "client_credentials"}
         if scope:
             data["scope"] = scope
-        resp = await self.client.post("/oauth/token", data=data,
-                                      auth=aiohttp.BasicAuth(client_id, self.secrets[client_id]))
+        resp = await self.client.post(
+            "/oauth/token", data=data, auth=aiohttp.BasicAuth(client_id, self.secrets[client_id])
+        )
         body = await resp.json()
         assert resp.status == 200, body
         return str(body["access_token"])
 
-    async def get(self, path: str, token: str | None, purpose: str | None = "credit_check", **kw: Any) -> aiohttp.ClientResponse:
+    async def get(
+        self, path: str, token: str | None, purpose: str | None = "credit_check", **kw: Any
+    ) -> aiohttp.ClientResponse:
         headers = dict(kw.pop("headers", {}))
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -144,8 +154,15 @@ async def make_gateway(tmp_path: Any, store_url: str) -> AsyncIterator[GatewayFa
     """A factory of running gateways (SQLite under tmp_path unless a database URL is given)."""
     clients: list[TestClient] = []
 
-    async def factory(*, db_url: str | None = None, upstream: str | None = None, clock: Any = None,
-                      settings: Settings | None = None, operators: bool = True, **sections: dict[str, Any]) -> Harness:
+    async def factory(
+        *,
+        db_url: str | None = None,
+        upstream: str | None = None,
+        clock: Any = None,
+        settings: Settings | None = None,
+        operators: bool = True,
+        **sections: dict[str, Any],
+    ) -> Harness:
         overrides: dict[str, dict[str, Any]] = {
             "database": {"url": db_url or f"sqlite:///{tmp_path / 'gateway.db'}"},
             "upstream": {"url": upstream or store_url, "read_timeout": 2.0},
@@ -188,7 +205,7 @@ def sample_code(dataset: Dataset) -> str:
     return penalty_code(dataset)
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 3.0) -> bool:
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 3.0) -> bool:  # noqa: ASYNC109
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
         if await predicate():

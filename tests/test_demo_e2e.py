@@ -23,7 +23,9 @@ def start_demo(data_dir: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]
     before = marker.stat().st_mtime if marker.exists() else None
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "demo", "--port", "0", "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -48,8 +50,12 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
 
 def session(demo: dict[str, Any], role: str) -> OAuth2Session:
     client = demo["clients"][role]
-    oauth = OAuth2Session(client["client_id"], client["client_secret"], scope=client["scope"],
-                          token_endpoint_auth_method="client_secret_basic")
+    oauth = OAuth2Session(
+        client["client_id"],
+        client["client_secret"],
+        scope=client["scope"],
+        token_endpoint_auth_method="client_secret_basic",
+    )
     oauth.fetch_token(demo["token_endpoint"], grant_type="client_credentials")
     return oauth
 
@@ -58,8 +64,21 @@ def verify(demo: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     auditor = demo["clients"]["auditor"]
     env = {**os.environ, "CREDGATE_CLIENT_ID": auditor["client_id"], "CREDGATE_CLIENT_SECRET": auditor["client_secret"]}
     return subprocess.run(
-        [sys.executable, "-m", "gateway", "audit", "verify", "--url", demo["gateway"], "--key", demo["audit_verifier_key"]],
-        capture_output=True, text=True, env=env, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "audit",
+            "verify",
+            "--url",
+            demo["gateway"],
+            "--key",
+            demo["audit_verifier_key"],
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
 
 
@@ -91,9 +110,20 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         key = demo["audit_verifier_key"]
 
         check = subprocess.run(
-            [sys.executable, "-m", "gateway", "consistency", "check", "--authority", f"{demo['upstream']}/v1/disclosures",
-             "--agency", f"mirror={demo['agency_mirror']}"],
-            capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "consistency",
+                "check",
+                "--authority",
+                f"{demo['upstream']}/v1/disclosures",
+                "--agency",
+                f"mirror={demo['agency_mirror']}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert check.returncode == 1, check.stderr  # the mirror's planted discrepancies are violations
         findings = json.loads(check.stdout)["agencies"][0]["findings"]
@@ -106,7 +136,9 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     try:
         assert demo["audit_verifier_key"] == key
         operator = session(demo, "operator")
-        resp = operator.get(f"{demo['gateway']}/v1/entities/{demo['sample_uscc'][1]}", headers={"X-Purpose": "credit_check"})
+        resp = operator.get(
+            f"{demo['gateway']}/v1/entities/{demo['sample_uscc'][1]}", headers={"X-Purpose": "credit_check"}
+        )
         assert resp.status_code == 200
         assert int(resp.headers["Audit-Entry"]) > first_entry
         time.sleep(1.2)

@@ -298,3 +298,32 @@ def test_empty_checkpoint_with_a_root_is_refused() -> None:
     with pytest.raises(VerificationError, match="empty log") as exc:
         verify_log(build([{"n": 0}]), note, [SIGNER.verifier])
     assert exc.value.index is None
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(TEXT, VALUES, max_size=6) | REALISTIC)
+def test_encode_entry_is_the_reference_encoding(entry: dict[str, Any]) -> None:
+    """The writer's fast encoder gives the bytes of RFC 8785 (the rfc8785 reference), or refuses alike."""
+    try:
+        expected: bytes | None = canonical_json(entry)
+    except ValueError:
+        expected = None
+    try:
+        got: bytes | None = encode_entry(entry)
+    except ValueError:
+        got = None
+    assert got == expected
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1.0, -0.0, 1e21, 2**60, (1, 2.5), "\ud800"])
+def test_encode_entry_hands_the_hard_values_to_the_reference(value: Any) -> None:
+    """NaN, infinities, floats, big integers, tuples and lone surrogates get the reference's answer."""
+    try:
+        expected: bytes | None = canonical_json({"v": value})
+    except ValueError:
+        expected = None
+    try:
+        got: bytes | None = encode_entry({"v": value})
+    except ValueError:
+        got = None
+    assert got == expected

@@ -21,7 +21,8 @@ from audit.chain import verify_chain
 from audit.checkpointer import Checkpointer, load_or_create_signer
 from audit.rfc9162 import root_from_hashes
 from audit.verify import verify_database
-from audit.writer import AuditWriter, load_frontier
+from audit.writer import AuditWriter, load_frontier, splice_prev_hash
+from credcore.canonical import canonical_json
 from credcore.db import make_engine
 from credcore.errors import AuditUnavailable
 
@@ -185,3 +186,16 @@ async def append_batches(batches: list[list[dict[str, Any]]]) -> None:
 def test_log_verifies_after_any_appends(batches: list[list[dict[str, Any]]]) -> None:
     """Whatever entries are appended, in whatever batches, what was recorded verifies."""
     asyncio.run(append_batches(batches))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["a", "kind", "prev_hash", "prev_hasg", "prev_hasi", "q", "time", "z", "\u00e9"]),
+                       st.none() | st.integers(-5, 5) | st.text(max_size=5) | st.floats(allow_nan=False),
+                       max_size=6))
+def test_prev_hash_splice_is_the_canonical_encoding(entry: dict[str, Any]) -> None:
+    """Splicing prev_hash between the two pre-encoded halves gives the canonical JSON of the whole entry."""
+    prev = "ab" * 32
+    body = {k: v for k, v in entry.items() if k != "prev_hash"}
+    left = canonical_json({k: v for k, v in body.items() if k < "prev_hash"})
+    right = canonical_json({k: v for k, v in body.items() if k > "prev_hash"})
+    assert splice_prev_hash(left, right, prev) == canonical_json({**body, "prev_hash": prev})

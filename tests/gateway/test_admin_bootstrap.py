@@ -15,7 +15,9 @@ async def test_first_admin_from_the_cli_can_use_the_admin_api(make_gateway, tmp_
     db = f"sqlite:///{tmp_path / 'gateway.db'}"
     # The command runs its own event loop, so it runs in a worker thread here.
     result = await asyncio.to_thread(
-        CliRunner().invoke, main, ["admin", "client", "create", "--name", "Security team", "--scope", "admin", "--db", db]
+        CliRunner().invoke,
+        main,
+        ["admin", "client", "create", "--name", "Security team", "--scope", "admin", "--db", db],
     )
     assert result.exit_code == 0, result.output
     created = json.loads(result.output)
@@ -24,8 +26,9 @@ async def test_first_admin_from_the_cli_can_use_the_admin_api(make_gateway, tmp_
     harness = await make_gateway(db_url=db, operators=False)
     harness.secrets[created["client_id"]] = created["client_secret"]
     token = await harness.token(created["client_id"])
-    resp = await harness.client.post("/admin/operators", json={"name": "New Operator Co."},
-                                     headers={"Authorization": f"Bearer {token}"})
+    resp = await harness.client.post(
+        "/admin/operators", json={"name": "New Operator Co."}, headers={"Authorization": f"Bearer {token}"}
+    )
     assert resp.status == 201, await resp.text()
 
 
