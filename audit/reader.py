@@ -19,7 +19,7 @@ import asyncio
 import base64
 import datetime as dt
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,21 +179,18 @@ class AuditReader:
             if start >= upto:
                 return
             if level == 0:
-                sql = "SELECT idx, leaf_hash FROM audit_entries WHERE idx >= {} AND idx < {} ORDER BY idx"
+                sql = "SELECT leaf_hash FROM audit_entries WHERE idx >= {} AND idx < {} ORDER BY idx"
             else:
-                sql = f"SELECT idx, hash FROM audit_nodes WHERE level = {int(level)} AND idx >= {{}} AND idx < {{}} "
+                sql = f"SELECT hash FROM audit_nodes WHERE level = {int(level)} AND idx >= {{}} AND idx < {{}} "
                 sql += "ORDER BY idx"
             async with self._engine.connect() as conn:
                 for lo in range(start, upto, DENSE_CHUNK):
-                    rows: Sequence[Any] = (await conn.exec_driver_sql(
-                        sql.format(int(lo), int(min(lo + DENSE_CHUNK, upto))))).all()
-                    for row in rows:
-                        value = as_bytes(row[1]) or b""
-                        if int(row[0]) != len(buf) // 32 or len(value) != 32:
-                            return  # a gap or a bad hash: the lookup falls back to a query, which reports it
-                        buf += value
-                    if len(rows) < min(DENSE_CHUNK, upto - lo):
-                        return
+                    hi = min(lo + DENSE_CHUNK, upto)
+                    hashes = (await conn.exec_driver_sql(sql.format(int(lo), int(hi)))).scalars().all()
+                    joined = b"".join(as_bytes(h) or b"" for h in hashes)
+                    if len(hashes) != hi - lo or len(joined) != 32 * len(hashes):
+                        return  # a gap or a bad hash: the lookup falls back to a query, which reports it
+                    buf += joined
 
     async def warm(self) -> None:
         """Read the levels kept in memory up to the current size, so the first proofs are fast."""

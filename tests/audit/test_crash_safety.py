@@ -120,7 +120,8 @@ def test_sigkill_under_load(tmp_path: Path) -> None:
             [sys.executable, "-m", "gateway", "audit", "verify", "--url", demo["gateway"],
              "--key", demo["audit_verifier_key"]],
             capture_output=True, text=True, timeout=120,
-            env={**os.environ, "CREDGATE_CLIENT_ID": auditor["client_id"], "CREDGATE_CLIENT_SECRET": auditor["client_secret"]},
+            env={**os.environ, "CREDGATE_CLIENT_ID": auditor["client_id"],
+                 "CREDGATE_CLIENT_SECRET": auditor["client_secret"]},
         )
         assert result.returncode == 0, result.stderr
     finally:

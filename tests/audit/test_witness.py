@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from audit import tables
 from audit.checkpoint import Checkpoint, sign_checkpoint
 from audit.cosignature import (
     CosignatureSigner,
@@ -175,8 +176,6 @@ async def test_state_survives_restarts_and_races_never_roll_it_back(tmp_path: Pa
     engine = make_engine(url)
     clock = FixedClock("2026-03-02T01:00:00+00:00")
     try:
-        from audit import tables
-
         async with engine.begin() as conn:
             await conn.run_sync(tables.create_schema)
         first = WitnessService(engine, witness(), clock)
