@@ -71,14 +71,22 @@ def _not_canonical(why: str) -> VerificationError:
 _ORJSON_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 
-def _holds_float(value: Any) -> bool:
-    """Whether a parsed JSON value holds a float anywhere (floats take the exact path)."""
-    kind = type(value)
-    if kind is dict:
-        return any(_holds_float(v) for v in value.values() if type(v) is not str)
-    if kind is list:
-        return any(_holds_float(v) for v in value if type(v) is not str)
-    return kind is float
+def _holds_float(value: dict[str, Any]) -> bool:
+    """Whether an object holds anything but strings, integers, booleans, nulls, objects and arrays
+    anywhere, i.e. (for what orjson parses) a float: those take the exact path."""
+    stack: list[Any] = [value]
+    pop, push = stack.pop, stack.append
+    while stack:
+        container = pop()
+        for item in container.values() if type(container) is dict else container:
+            kind = type(item)
+            if kind is str or kind is int or item is None or kind is bool:
+                continue
+            if kind is dict or kind is list:
+                push(item)
+            else:
+                return True
+    return False
 
 
 def decode_entry(leaf: bytes) -> dict[str, Any]:

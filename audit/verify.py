@@ -21,6 +21,7 @@ import asyncio
 import base64
 import binascii
 import concurrent.futures
+import concurrent.futures.process
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,10 +158,18 @@ def _report(merger: LogMerger, good: Sequence[Checkpoint], witnessed: str) -> st
 
 async def _scan_database(url: str, n: int, sizes: Sequence[int], jobs: int, chunk: int,
                          parallel_from: int) -> tuple[LogMerger, Findings]:
+    if jobs > 1 and n >= parallel_from:
+        try:
+            return await _scan_with(process_pool(jobs), url, n, sizes, chunk)
+        except concurrent.futures.process.BrokenProcessPool:  # e.g. a __main__ that workers cannot import
+            pass
+    return await _scan_with(concurrent.futures.ThreadPoolExecutor(1), url, n, sizes, chunk)
+
+
+async def _scan_with(pool: concurrent.futures.Executor, url: str, n: int, sizes: Sequence[int],
+                     chunk: int) -> tuple[LogMerger, Findings]:
     merger, findings = LogMerger(chunk), Findings()
     loop = asyncio.get_running_loop()
-    pool: concurrent.futures.Executor
-    pool = process_pool(jobs) if jobs > 1 and n >= parallel_from else concurrent.futures.ThreadPoolExecutor(1)
     wanted = sorted({s for s in sizes if 0 < s <= n} | ({n} if n else set()))
     try:
         futures = [loop.run_in_executor(pool, check_range, url, lo, hi, sizes_in(wanted, lo, hi), n)

@@ -464,6 +464,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine", default="auto", choices=["auto", "wrk", "python"])
     parser.add_argument("--phases", default="append,verify,search,proofs",
                         help="comma-separated subset of append, verify, search, proofs")
+    parser.add_argument("--reuse", action="store_true", help="reuse the log already in --data-dir (same --entries)")
     args = parser.parse_args(argv)
     phases = set(args.phases.split(","))
     if args.quick:
@@ -471,15 +472,17 @@ def main(argv: list[str] | None = None) -> None:
     directory = args.data_dir or Path(tempfile.mkdtemp(prefix="credgate-bench-audit-"))
     directory.mkdir(parents=True, exist_ok=True)
     db = directory / "log.db"
+    reuse = args.reuse and db.exists()
     for suffix in ("", "-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            Path(str(db) + suffix).unlink()
+        if not reuse:
+            with contextlib.suppress(FileNotFoundError):
+                Path(str(db) + suffix).unlink()
     results: dict[str, Any] = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                                "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                                            "loadavg_start": os.getloadavg()}}
     try:
         codes = companies(20_000, random.Random(7))
-        if phases - {"append"}:
+        if phases - {"append"} and not reuse:
             print(f"generating a {args.entries:,}-entry log in {db} ...", flush=True)
             gen = generate(db, args.entries)
             codes = gen.pop("codes")
