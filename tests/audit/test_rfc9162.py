@@ -234,7 +234,7 @@ def test_consistency_from_nodes_matches_rfc_definition(case: tuple[int, int]) ->
 def test_frontier_and_nodes_match_rfc_root(size: int) -> None:
     """Frontier appends, its saved form, stored nodes and the list root all give MTH."""
     d = random_hashes(size)
-    frontier, stored = Frontier(), {}
+    frontier, stored = Frontier(), dict[tuple[int, int], bytes]()
     for i, h in enumerate(d):
         completed = frontier.append(h)
         assert completed == perfect_nodes_completed_by(i, h, lambda lv, ix: stored[(lv, ix)])

@@ -48,7 +48,8 @@ async def leak_setup(make_gateway: Any, dataset: Dataset) -> tuple[Harness, dict
     licences, one with every field; returns the records each received."""
     gw = await make_gateway()
     received: dict[str, list[dict[str, Any]]] = {}
-    grants = {"narrow": {"penalties": NARROW}, "wide": {"penalties": WIDE}, "full": {"penalties": "*"}}
+    grants: dict[str, dict[str, Any]] = {"narrow": {"penalties": NARROW}, "wide": {"penalties": WIDE},
+                                         "full": {"penalties": "*"}}
     codes = sorted({r["uscc"] for r in dataset.records if r["kind"] == "penalty"})[:8]
     for name, datasets in grants.items():
         await gw.add_client(name, licence=licence(datasets=datasets))
@@ -113,9 +114,9 @@ async def test_a_csv_leak_names_its_operator_first(leak_setup: tuple[Harness, di
         writer.writerow({k: "" if record.get(k) is None else record[k] for k in columns})
     leaked = tmp_path / "leak.csv"
     leaked.write_text(out.getvalue(), encoding="utf-8")
-    code, out, err = await credgate("audit", "trace", str(leaked), "--db", gw.gw.settings.database.url, "--json")
+    code, stdout, err = await credgate("audit", "trace", str(leaked), "--db", gw.gw.settings.database.url, "--json")
     assert code == 0, err
-    report = json.loads(out)
+    report = json.loads(stdout)
     assert report["suspects"][0]["operator"] == "narrow"
     assert report["suspects"][0]["records_matched_exactly"] == len(subset)
     assert all(s["records_matched_exactly"] == 0 for s in report["suspects"][1:])
