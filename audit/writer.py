@@ -10,6 +10,11 @@ Rules (the gateway's "no audit, no data" rests on them):
    edge of the tree from `audit_nodes` before linking `prev_hash`.
 4. If a batch fails, every caller in it gets AuditUnavailable and nothing of it is kept in
    memory; the next batch starts from the head in the database.
+
+Speed: what does not depend on the chain (the entry's canonical JSON around its `prev_hash`
+member, its search columns) is prepared by `append` in the caller's task; the batch only splices
+`prev_hash` in, hashes and extends the tree. On SQLite the whole batch transaction is one call on
+the driver's thread (rule 3's head check included), so it overlaps the next batch's preparation.
 """
 
 from __future__ import annotations
