@@ -26,6 +26,7 @@ from credcore.errors import ConfigError
 from crosstab import _jose
 from crosstab import tables as t
 from crosstab.outbox import Signer
+from crosstab.store import ensure_counter_row
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,15 @@ def new_kid(region: str, key: OKPKey) -> str:
 
 
 async def _lock(conn: AsyncConnection) -> None:
-    """Serialise key creation on the outbox counter row (created here if missing)."""
+    """Serialise key changes on the outbox counter row, held to commit. The row must exist
+    (`ensure_counter_row`, committed before): creating it here, two processes starting together
+    on a new PostgreSQL database both found no row to lock and the second one's insert failed
+    on the primary key, so that gateway did not start."""
     moved = await conn.execute(
         update(t.outbox_seq).where(t.outbox_seq.c.id == 1).values(last_seq=t.outbox_seq.c.last_seq)
     )
-    if not moved.rowcount:
-        await conn.execute(insert(t.outbox_seq).values(id=1, last_seq=0))
+    if moved.rowcount != 1:
+        raise ConfigError("the crosstab outbox counter row is missing; restart to recreate it.")
 
 
 async def _rows(conn: AsyncConnection) -> list[Any]:
@@ -88,6 +92,7 @@ async def _insert_key(conn: AsyncConnection, region: str, now: dt.datetime) -> N
 
 async def load_or_create_keys(engine: AsyncEngine, region: str, clock: Clock) -> KeyRing:
     """Our key ring, creating the first key at first start."""
+    await ensure_counter_row(engine, t.outbox_seq, "id", 1)
     async with engine.begin() as conn:
         rows = await _rows(conn)
         if not any(row.retired_at is None for row in rows):
@@ -107,6 +112,7 @@ def _ring_check_foreign(region: str, rows: list[Any]) -> None:
 
 async def rotate_key(engine: AsyncEngine, region: str, clock: Clock) -> KeyRing:
     """Retire the current key and create a new one; running gateways pick it up on restart."""
+    await ensure_counter_row(engine, t.outbox_seq, "id", 1)
     async with engine.begin() as conn:
         await _lock(conn)
         rows = await _rows(conn)

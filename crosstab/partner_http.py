@@ -22,6 +22,8 @@ from credcore.clock import Clock
 from crosstab.records import MAX_RECORD_BYTES
 
 SYNC_SCOPE = "crosstab:pull crosstab:push"
+MAX_URL = 500  # crosstab_partner_links.base_url
+MAX_CLIENT_ID = 128  # crosstab_partner_links.client_id
 _SLACK = 64 * 1024  # envelope and JSON escaping around the records
 
 
@@ -60,6 +62,8 @@ def check_base_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ValueError("a partner URL is http(s)://host[:port][/path] with no query or fragment")
+    if len(url.rstrip("/")) > MAX_URL:  # the column's length: PostgreSQL refuses longer, SQLite would not
+        raise ValueError(f"a partner URL has at most {MAX_URL} characters")
     return url.rstrip("/")
 
 

@@ -36,7 +36,7 @@ from crosstab.exchange import PageOutcome, Region, RetryPolicy, SyncReport
 from crosstab.inbox import check_batch
 from crosstab.keys import load_or_create_keys
 from crosstab.outbox import DEFAULT_PAGE
-from crosstab.partner_http import Link, PartnerClient, Timeouts, check_base_url, session
+from crosstab.partner_http import MAX_CLIENT_ID, Link, PartnerClient, Timeouts, check_base_url, session
 from crosstab.partners import build_partner, check_region, parse_registration
 from crosstab.records import MAX_BATCH
 from crosstab.store import CrosstabStore
@@ -209,6 +209,8 @@ class CrosstabRuntime:
             raise InvalidParameter("url", f"'url' {exc}.") from exc
         if not client_id or not client_secret:
             raise InvalidParameter("client_id", "A link needs our client id and secret at the partner.")
+        if len(client_id) > MAX_CLIENT_ID:
+            raise InvalidParameter("client_id", f"A client id has at most {MAX_CLIENT_ID} characters.")
         await self.region.store.get_partner(region)  # 403 UnknownPartner if not registered
         await self.audit_admin(actor, "link_partner", region, {"url": url, "client_id": client_id})
         await self.access.save_link(Link(region, url, client_id, client_secret), self.clock.now())

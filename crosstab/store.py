@@ -48,6 +48,21 @@ def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
+async def ensure_counter_row(engine: AsyncEngine, table: Table, key: str, value: str | int) -> None:
+    """Make sure a counter row (`last_seq` 0) exists, in its own transaction, before a writer
+    locks it. Two first writers then race on this harmless insert, never on the record they
+    are storing: on PostgreSQL the loser of an insert race gets a unique violation (its
+    transaction is lost), where SQLite's write lock would merely have made it wait."""
+    async with engine.connect() as conn:
+        found = await conn.scalar(select(table.c[key]).where(table.c[key] == value))
+    if found is None:
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(insert(table).values({key: value, "last_seq": 0}))
+        except IntegrityError:
+            pass  # another writer created it first: the row exists, which is all we need
+
+
 class CrosstabStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -89,6 +104,15 @@ class CrosstabStore:
         """The digests of the given jtis already accepted from `issuer`, and its last seq."""
         wanted = sorted(set(jtis))
         async with self.engine.connect() as conn:
+            # The seq first, the jtis second. Each statement may see a newer state than the one
+            # before (PostgreSQL READ COMMITTED; SQLite outside a write transaction), and a
+            # record and its seq commit together. Read in this order, every record at or below
+            # the seq read is among the jtis read, so an identical re-send racing its first
+            # delivery is a duplicate; read the other way round, a record committed between
+            # the two reads was judged stale_seq by the request that lost the race.
+            last = await conn.scalar(
+                select(t.issuer_seq.c.last_seq).where(t.issuer_seq.c.issuer == issuer)
+            )
             known: dict[str, str] = {}
             if wanted:
                 rows = await conn.execute(
@@ -97,9 +121,6 @@ class CrosstabStore:
                     )
                 )
                 known = {row.jti: row.digest for row in rows}
-            last = await conn.scalar(
-                select(t.issuer_seq.c.last_seq).where(t.issuer_seq.c.issuer == issuer)
-            )
         return InboxState(known=known, last_seq={issuer: int(last)} if last is not None else {})
 
     async def accept(
@@ -155,16 +176,7 @@ class CrosstabStore:
         return "stored"
 
     async def _counter_row(self, table: Table, key: str, value: str | int) -> None:
-        """Make sure a counter row exists, in its own transaction: two first writers then
-        race on this harmless insert, never on the record they are storing."""
-        async with self.engine.connect() as conn:
-            found = await conn.scalar(select(table.c[key]).where(table.c[key] == value))
-        if found is None:
-            try:
-                async with self.engine.begin() as conn:
-                    await conn.execute(insert(table).values({key: value, "last_seq": 0}))
-            except IntegrityError:
-                pass  # another writer created it first: the row exists, which is all we need
+        await ensure_counter_row(self.engine, table, key, value)
 
     async def _advance_seq(self, conn: AsyncConnection, issuer: str, seq: int) -> None:
         moved = await conn.execute(

@@ -26,6 +26,7 @@ from crosstab.errors import UnknownPartner
 from crosstab.records import RECORD_TYPES
 
 _REGION = re.compile(r"^[1-9]\d{5}$")
+MAX_KID = 128  # crosstab_partner_keys.kid
 
 
 def _utc(value: dt.datetime | None, name: str) -> dt.datetime | None:
@@ -46,6 +47,8 @@ class PartnerKey:
     def __post_init__(self) -> None:
         if not self.kid:
             raise ValueError("a partner key needs a kid")
+        if len(self.kid) > MAX_KID:  # the column's length: PostgreSQL refuses longer, SQLite would not
+            raise ValueError(f"a kid has at most {MAX_KID} characters")
         _jose.import_public_key(self.jwk)  # refuses private or non-Ed25519 JWKs early
         _utc(self.valid_from, "valid_from")
         _utc(self.valid_until, "valid_until")

@@ -1,7 +1,13 @@
-"""Fixtures for crosstab: keys, a fixed clock, regions on SQLite temp files, record crafting.
+"""Fixtures for crosstab: keys, a fixed clock, regions on SQLite or PostgreSQL, record crafting.
 
 Regions are joined in memory: one region's `outbox_page` is the other's fetch function and one
 region's `receive` is the other's send function, so the whole exchange runs without sockets.
+
+Every test that stores anything runs twice, on SQLite and on PostgreSQL (`backend`, marked
+`postgres`): production runs several gateway processes on PostgreSQL, where types, unique
+violations and row locks behave differently. A PostgreSQL test gets its own database (the
+`pg_url` fixture: created for it, dropped after it) and each region in it its own schema, so
+no test, and no region, sees another's rows.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from credcore.clock import CST, FixedClock
 from credcore.codes import uscc_check_char
+from credcore.db import make_engine
 from crosstab import tables
 from crosstab.exchange import Region, RetryPolicy
 from crosstab.outbox import Signer, evaluation
@@ -129,21 +136,67 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+class Databases:
+    """Opens one engine per name (a region, a gateway process) on the test's backend: a SQLite
+    file each, or a schema each in the test's own PostgreSQL database. Two engines opened under
+    one name share the tables, as two gateway processes on one database do."""
+
+    def __init__(self, backend: str, tmp_path: Path, pg_url: str | None) -> None:
+        self.backend = backend
+        self._tmp = tmp_path
+        self._pg_url = pg_url
+        self._engines: list[AsyncEngine] = []
+
+    async def engine(self, name: str) -> AsyncEngine:
+        if self._pg_url is None:
+            engine = create_async_engine(f"sqlite+aiosqlite:///{self._tmp / name}.db")
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            # The production engine (asyncpg), confined to one schema by its search_path.
+            schema = f"r_{name}"
+            engine = make_engine(self._pg_url, connect_args={"server_settings": {"search_path": schema}})
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        self._engines.append(engine)
+        return engine
+
+    async def close(self) -> None:
+        for engine in self._engines:
+            await engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def backend_url(request: pytest.FixtureRequest, backend: str) -> str | None:
+    """The test's own PostgreSQL database (`pg_url`: skipped with a reason if PostgreSQL is not
+    running, a failure under CI=true), or None on SQLite. A plain fixture, because an async one
+    cannot set up another (`pg_url`) from inside the running event loop."""
+    return str(request.getfixturevalue("pg_url")) if backend == "postgres" else None
+
+
+@pytest.fixture
+async def databases(backend: str, backend_url: str | None, tmp_path: Path) -> AsyncIterator[Databases]:
+    dbs = Databases(backend, tmp_path, backend_url)
+    yield dbs
+    await dbs.close()
+
+
 RegionFactory = Callable[..., Awaitable[Region]]
 
 
 @pytest.fixture
-async def make_region(
-    tmp_path: Path, keys: Keys, clock: FixedClock
-) -> AsyncIterator[RegionFactory]:
-    """make_region(code, partners=[...]) -> a Region on its own SQLite file."""
-    engines: list[AsyncEngine] = []
+async def make_region(databases: Databases, keys: Keys, clock: FixedClock) -> RegionFactory:
+    """make_region(code, partners=[...]) -> a Region on its own database (or schema)."""
 
     async def _make(code: str, partners: Sequence[Partner] = (), **kwargs: Any) -> Region:
-        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / code}.db")
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        engines.append(engine)
-        store = CrosstabStore(engine)
+        store = CrosstabStore(await databases.engine(code))
         await store.create_tables()
         counter = iter(range(1, 10**6))
         region = Region(
@@ -158,9 +211,7 @@ async def make_region(
             await region.add_partner(partner)
         return region
 
-    yield _make
-    for engine in engines:
-        await engine.dispose()
+    return _make
 
 
 @pytest.fixture

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import func, select
 
 from credcore.errors import ConfigError, InvalidParameter
-from crosstab import _jose
+from crosstab import _jose, tables
 from crosstab.audit_entries import ExchangeRecord
 from crosstab.exchange import Region
 from crosstab.inbox import Rejected
@@ -23,11 +23,11 @@ SH, JS = "310000", "320000"
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> Any:
-    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'keys.db'}")
+async def engine(databases: Any) -> Any:
+    """A gateway database on SQLite or PostgreSQL (tests/crosstab/conftest.py)."""
+    engine = await databases.engine("keys")
     await CrosstabStore(engine).create_tables()
-    yield engine
-    await engine.dispose()
+    return engine
 
 
 async def test_key_is_created_once_and_kept(engine: Any, clock: Any) -> None:
@@ -37,6 +37,15 @@ async def test_key_is_created_once_and_kept(engine: Any, clock: Any) -> None:
     again = await load_or_create_keys(engine, SH, clock)
     assert first.signer.kid == again.signer.kid and first.signer.kid.startswith(f"{SH}-")
     assert (first.retired, await database_region(engine)) == ((), SH)
+
+
+async def test_two_processes_starting_together_make_one_key(engine: Any, databases: Any, clock: Any) -> None:
+    """Two gateway processes starting at once on a new database end up signing with one key."""
+    other = await databases.engine("keys")  # the second process: its own pool, the same tables
+    rings = await asyncio.gather(*(load_or_create_keys(e, SH, clock) for e in (engine, other, engine, other)))
+    assert len({ring.signer.kid for ring in rings}) == 1
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(tables.signing_keys)) == 1
 
 
 async def test_a_database_signs_for_one_region(engine: Any, clock: Any) -> None:
