@@ -20,6 +20,9 @@
     └── SyncFailed                a partner's outbox or inbox could not be used; cursor kept
     credcore.errors.ConfigError
     └── CrosswalkError            a crosswalk table is malformed
+    ValueError
+    └── PartnerGarbage            a partner's answer is not what the contract says (retried)
+        └── PartnerHTTPError      a partner answered an HTTP error status (retried if transient)
 
 A `RecordRejected` never escapes a batch: the inbox turns it into one entry of `rejected`, so
 one bad record never rejects the others. The order in which the checks run is the contract's
@@ -117,3 +120,28 @@ class SyncFailed(UpstreamError):
 
 class CrosswalkError(ConfigError):
     """A crosswalk table file is malformed; the message names the file."""
+
+
+class PartnerGarbage(ValueError):
+    """A partner's answer is unusable: not JSON, too big, or not in the contract's shape.
+
+    Worth another attempt (a proxy's error page, a transfer cut short), unlike a ValueError
+    from our own code, which `RetryPolicy` raises at once. A ValueError so that code which
+    reads an answer and catches ValueError keeps working."""
+
+
+class PartnerHTTPError(PartnerGarbage):
+    """The partner answered with an HTTP error status; only some are worth retrying."""
+
+    # 401: our token expired or was revoked (the retry asks for a new one); 408 and 429: ask
+    # again later; 5xx: the partner or a proxy in front of it is failing. Any other 4xx is the
+    # partner's considered refusal and would be answered the same way again.
+    RETRYABLE = frozenset({401, 408, 429})
+
+    def __init__(self, url: str, status: int, excerpt: str) -> None:
+        super().__init__(f"{url} answered {status}: {excerpt}")
+        self.status = status
+
+    @property
+    def transient(self) -> bool:
+        return self.status >= 500 or self.status in self.RETRYABLE

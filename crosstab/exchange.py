@@ -17,7 +17,8 @@ exception is a key rotation: a record signed under a kid the receiver does not h
 be good once the new key is registered, so the sync stops in front of it (pulling, nothing from
 it on is judged; pushing, pages never straddle a change of our kid) and fails until then.
 Retries are the caller's policy (`RetryPolicy`: attempts and exponential backoff, sleep
-injected).
+injected), and only for transport failures and partner garbage (`transient`): a bug of ours
+fails the sync at once instead of being retried silently.
 """
 
 from __future__ import annotations
@@ -28,9 +29,19 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import aiohttp
+
 from credcore.clock import Clock, cst_date
 from crosstab.crosswalk import Crosswalk, packaged_crosswalk
-from crosstab.errors import RecordRejected, Replay, StaleSeq, SyncFailed, UnknownKey
+from crosstab.errors import (
+    PartnerGarbage,
+    PartnerHTTPError,
+    RecordRejected,
+    Replay,
+    StaleSeq,
+    SyncFailed,
+    UnknownKey,
+)
 from crosstab.inbox import InboxResult, Rejected, batch_jtis, check_batch, decide
 from crosstab.outbox import (
     DEFAULT_PAGE,
@@ -60,15 +71,27 @@ async def _sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
+def transient(exc: BaseException) -> bool:
+    """Whether another attempt may succeed: the network failed or timed out, or the partner
+    answered garbage or a transient HTTP error. Anything else, say a TypeError or a plain
+    ValueError from our own code, or a 403 from the partner, would fail the same way again,
+    and retrying it would only hide it behind backoff, so it is raised at once."""
+    if isinstance(exc, PartnerHTTPError):
+        return exc.transient
+    return isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError | OSError | PartnerGarbage)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Try an operation up to `attempts` times, sleeping base * factor**n (capped) between."""
+    """Try an operation up to `attempts` times, sleeping base * factor**n (capped) between,
+    as long as its failure is one that `retry_on` calls transient."""
 
     attempts: int = 5
     base_delay: float = 0.5
     factor: float = 2.0
     max_delay: float = 30.0
     sleep: Callable[[float], Awaitable[None]] = _sleep
+    retry_on: Callable[[BaseException], bool] = transient
 
     def __post_init__(self) -> None:
         if self.attempts < 1 or self.base_delay < 0 or self.factor < 1 or self.max_delay < 0:
@@ -79,11 +102,13 @@ class RetryPolicy:
         return float(min(self.max_delay, self.base_delay * self.factor ** (retry - 1)))
 
     async def run(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """Await `operation`, retrying on any Exception (cancellation is not retried)."""
+        """Await `operation`, retrying transient failures (cancellation is never retried)."""
         for attempt in range(1, self.attempts):
             try:
                 return await operation()
-            except Exception:
+            except Exception as exc:
+                if not self.retry_on(exc):
+                    raise
                 await self.sleep(self.delay(attempt))
         return await operation()  # the last attempt's error is the caller's
 
@@ -117,32 +142,32 @@ class PageOutcome:
 
 
 def parse_outbox_page(body: Any, after: int, limit: int) -> OutboxPage:
-    """A partner's outbox answer, or ValueError: garbage must not move the cursor."""
+    """A partner's outbox answer, or PartnerGarbage: garbage must not move the cursor."""
     if not isinstance(body, Mapping) or "records" not in body or "next" not in body:
-        raise ValueError('the outbox answer is not {"records", "next"}')
+        raise PartnerGarbage('the outbox answer is not {"records", "next"}')
     records, nxt = body["records"], body["next"]
     if not isinstance(records, list) or len(records) > limit:
-        raise ValueError(f"records is not a list of at most {limit}")
+        raise PartnerGarbage(f"records is not a list of at most {limit}")
     if isinstance(nxt, bool) or not isinstance(nxt, int) or nxt < after:
-        raise ValueError(f"next is not an integer of at least {after}")
+        raise PartnerGarbage(f"next is not an integer of at least {after}")
     if records and nxt == after:
-        raise ValueError("next does not advance past the records served")
+        raise PartnerGarbage("next does not advance past the records served")
     return OutboxPage(records=records, next=nxt)
 
 
 def parse_inbox_answer(body: Any, sent: int) -> tuple[list[str], list[Rejected]]:
-    """A partner's inbox answer, or ValueError; every record sent must be answered for."""
+    """A partner's inbox answer, or PartnerGarbage; every record sent must be answered for."""
     if not isinstance(body, Mapping):
-        raise ValueError("the inbox answer is not a JSON object")
+        raise PartnerGarbage("the inbox answer is not a JSON object")
     accepted, rejected = body.get("accepted"), body.get("rejected")
     if not isinstance(accepted, list) or not all(isinstance(j, str) for j in accepted):
-        raise ValueError("accepted is not a list of jtis")
+        raise PartnerGarbage("accepted is not a list of jtis")
     if not isinstance(rejected, list):
-        raise ValueError("rejected is not a list")
+        raise PartnerGarbage("rejected is not a list")
     out = []
     for item in rejected:
         if not isinstance(item, Mapping) or type(item.get("index")) is not int:
-            raise ValueError("a rejected entry has no index")
+            raise PartnerGarbage("a rejected entry has no index")
         jti = item.get("jti")
         out.append(
             Rejected(
@@ -153,7 +178,7 @@ def parse_inbox_answer(body: Any, sent: int) -> tuple[list[str], list[Rejected]]
             )
         )
     if len(accepted) + len(out) != sent:
-        raise ValueError(f"the answer covers {len(accepted) + len(out)} of {sent} records")
+        raise PartnerGarbage(f"the answer covers {len(accepted) + len(out)} of {sent} records")
     return accepted, out
 
 

@@ -4,8 +4,8 @@ One aiohttp session per sync run, with connect, read and total timeouts: a partn
 slowly fails the attempt instead of holding the sync forever. Answers are read up to a size
 bound (a page of at most `limit` records of at most MAX_RECORD_BYTES each), parsed as JSON and
 handed back as values; whether they have the contract's shape is `crosstab.exchange`'s to
-judge, so garbage never moves a cursor. Every failure here raises (PartnerHTTPError,
-aiohttp.ClientError, TimeoutError, ValueError) and the caller's RetryPolicy decides what next.
+judge, so garbage never moves a cursor. Every failure here raises (aiohttp.ClientError,
+TimeoutError, PartnerGarbage or PartnerHTTPError) and the caller's RetryPolicy decides what next.
 """
 
 from __future__ import annotations
@@ -19,20 +19,15 @@ from urllib.parse import quote_plus, urlsplit
 import aiohttp
 
 from credcore.clock import Clock
+from crosstab.errors import PartnerGarbage, PartnerHTTPError
 from crosstab.records import MAX_RECORD_BYTES
+
+__all__ = ["Link", "PartnerClient", "PartnerGarbage", "PartnerHTTPError", "Timeouts", "check_base_url", "session"]
 
 SYNC_SCOPE = "crosstab:pull crosstab:push"
 MAX_URL = 500  # crosstab_partner_links.base_url
 MAX_CLIENT_ID = 128  # crosstab_partner_links.client_id
 _SLACK = 64 * 1024  # envelope and JSON escaping around the records
-
-
-class PartnerHTTPError(Exception):
-    """The partner answered with an HTTP error status."""
-
-    def __init__(self, url: str, status: int, excerpt: str) -> None:
-        super().__init__(f"{url} answered {status}: {excerpt}")
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -79,18 +74,18 @@ class Timeouts:
 
 async def _read_json(resp: aiohttp.ClientResponse, limit: int) -> Any:
     if resp.content_length is not None and resp.content_length > limit:
-        raise ValueError(f"the answer is over {limit} bytes")
+        raise PartnerGarbage(f"the answer is over {limit} bytes")
     body = bytearray()
     async for chunk in resp.content.iter_chunked(65536):
         body += chunk
         if len(body) > limit:
-            raise ValueError(f"the answer is over {limit} bytes")
+            raise PartnerGarbage(f"the answer is over {limit} bytes")
     if resp.status >= 400:
         raise PartnerHTTPError(str(resp.url), resp.status, bytes(body[:200]).decode("utf-8", "replace"))
     try:
         return json.loads(bytes(body))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ValueError(f"the answer of {resp.url} is not JSON") from exc
+        raise PartnerGarbage(f"the answer of {resp.url} is not JSON") from exc
 
 
 class PartnerClient:
@@ -117,7 +112,7 @@ class PartnerClient:
         if isinstance(body, dict):
             lifetime = body.get("expires_in")
         if not isinstance(token, str) or not token:
-            raise ValueError(f"{self.link.token_url} did not answer with an access token")
+            raise PartnerGarbage(f"{self.link.token_url} did not answer with an access token")
         self._token = token
         self._expires = self.clock.time() + (lifetime if isinstance(lifetime, int) and lifetime > 0 else 60)
         return token

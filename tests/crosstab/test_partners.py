@@ -1,14 +1,18 @@
-"""Partner registrations: body validation, key merging on re-registration (rotation)."""
+"""Partner registrations: body validation, key merging on re-registration (rotation), and the
+whole lifecycle of a partner in the database (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any
 
 import pytest
 
 from credcore.errors import InvalidParameter
+from crosstab.errors import UnknownPartner
 from crosstab.partners import build_partner, merge_keys, parse_jwks, parse_registration
+from crosstab.runtime import CrosstabRuntime, RuntimeOptions
 from crosstab.trust import PartnerKey
 
 SH, JS = "310000", "320000"
@@ -98,3 +102,40 @@ def test_re_registration_keeps_endpoints(kit: Any) -> None:
     first = build_partner(reg, None, NOW)
     moved = build_partner(reg, first.__class__(**{**vars(first), "outbox_url": "https://js/outbox"}), NOW)
     assert moved.outbox_url == "https://js/outbox" and moved.keys == first.keys
+
+
+async def test_partner_lifecycle_in_the_database(databases: Any, kit: Any, clock: Any) -> None:
+    """Register, re-register (the client is replaced), link, list and remove a partner through
+    the runtime, with the real OAuth clients and audit log on the same database, on SQLite and
+    on PostgreSQL: partners, keys, partner clients and links end as they should."""
+    from audit.writer import AuditWriter
+    from gateway.admin import audit_admin
+    from gateway.oauth import OAuthService
+
+    engine = await databases.engine("partners")
+    oauth = OAuthService(engine, issuer="http://127.0.0.1", audience="test", clock=clock)
+    await oauth.start()
+    writer = AuditWriter(engine)
+    await writer.start()
+    try:
+        rt = await CrosstabRuntime.start(
+            engine, RuntimeOptions(SH, frozenset({SH, JS})), audit=writer, clients=oauth,
+            audit_admin=functools.partial(audit_admin, writer, clock), clock=clock,
+        )
+        first = await rt.register_partner(body(kit, domestic=True), actor="admin")
+        clock.advance(60)
+        again = await rt.register_partner(body(kit, jwks=jwks(kit, "js-2"), domestic=True), actor="admin")
+        assert await rt.partner_of(again["client_id"]) == JS
+        with pytest.raises(UnknownPartner):
+            await rt.partner_of(first["client_id"])
+        await rt.link_partner(JS, "https://credit.js.example/", "sh-at-js", "secret", actor="admin")
+        [listed] = await rt.partners()
+        assert (listed["client_id"], listed["url"], listed["domestic"], [k["kid"] for k in listed["keys"]]) == (
+            again["client_id"], "https://credit.js.example", True, ["js-1", "js-2"])
+        assert listed["keys"][0]["valid_until"] is not None and listed["keys"][1]["valid_until"] is None
+        await rt.remove_partner(JS, actor="admin")
+        assert await rt.partners() == [] and await rt.access.links() == []
+        with pytest.raises(UnknownPartner):
+            await rt.partner_of(again["client_id"])
+    finally:
+        await writer.close()

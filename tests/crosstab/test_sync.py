@@ -1,16 +1,17 @@
 """Sync with a partner that fails: halfway, with garbage, slowly; cursors neither lose nor
-duplicate a record."""
+duplicate a record; only transport failures and partner garbage are retried."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import pytest
 from sqlalchemy import select
 
 from crosstab import tables
-from crosstab.errors import SyncFailed
-from crosstab.exchange import Region
+from crosstab.errors import PartnerGarbage, PartnerHTTPError, SyncFailed
+from crosstab.exchange import Region, transient
 
 SH, JS = "310000", "320000"
 
@@ -113,7 +114,7 @@ async def test_garbage_outbox_answer_fails_without_moving_the_cursor(
     assert len(sleeps.delays) == 2
     async with js.store.engine.connect() as conn:
         error = await conn.scalar(select(tables.sync_cursors.c.last_error))
-    assert error is not None and "ValueError" in error
+    assert error is not None and error.startswith("PartnerGarbage: ")
 
 
 async def test_garbage_records_in_a_good_page_are_rejected_one_by_one(
@@ -147,3 +148,69 @@ async def test_push_answer_garbage_keeps_the_push_cursor(
     with pytest.raises(SyncFailed, match="inbox"):
         await sh.push_to(JS, send, retry=retry)
     assert await sh.store.get_cursor(JS, "push") == 0
+
+
+@pytest.mark.parametrize(
+    "bug",
+    [TypeError("'NoneType' object is not subscriptable"), KeyError("records"), ValueError("a bug of ours"),
+     ZeroDivisionError("division by zero")],
+    ids=["type-error", "key-error", "plain-value-error", "zero-division"],
+)
+async def test_a_programming_error_is_raised_at_once_not_retried(
+    pair: tuple[Region, Region], kit: Any, bug: Exception
+) -> None:
+    """An error that is no transport failure and no partner garbage fails the sync on the first
+    attempt (no backoff hides it), names itself, and leaves the cursor where it was."""
+    _, js = pair
+    calls: list[int] = []
+
+    async def buggy(after: int, limit: int) -> Any:
+        calls.append(after)
+        raise bug
+
+    retry, sleeps = kit.retry(attempts=5)
+    with pytest.raises(SyncFailed, match=type(bug).__name__) as info:
+        await js.sync_from(SH, buggy, retry=retry)
+    assert info.value.__cause__ is bug
+    assert (calls, sleeps.delays) == ([0], [])
+    assert await js.store.get_cursor(SH, "pull") == 0
+
+
+@pytest.mark.parametrize(
+    ("failure", "retried"),
+    [
+        (ConnectionRefusedError("partner down"), True),
+        (TimeoutError("partner slow"), True),
+        (aiohttp.ServerDisconnectedError(), True),
+        (aiohttp.ClientPayloadError("transfer cut halfway"), True),
+        (PartnerGarbage("the answer is not JSON"), True),
+        (PartnerHTTPError("https://js/outbox", 503, "busy"), True),
+        (PartnerHTTPError("https://js/outbox", 401, "token expired"), True),
+        (PartnerHTTPError("https://js/outbox", 429, "slow down"), True),
+        (PartnerHTTPError("https://js/outbox", 403, "not a partner"), False),
+        (PartnerHTTPError("https://js/outbox", 404, "no such route"), False),
+        (RuntimeError("a bug of ours"), False),
+    ],
+    ids=lambda value: type(value).__name__ + (f"-{value.status}" if isinstance(value, PartnerHTTPError) else "")
+    if isinstance(value, Exception) else str(value),
+)
+def test_transient_is_transport_and_partner_garbage_only(failure: Exception, retried: bool) -> None:
+    """The retry rule, one failure at a time."""
+    assert transient(failure) is retried
+
+
+async def test_retry_policy_retries_transient_failures_until_they_pass(kit: Any) -> None:
+    """Two transport failures then success: two backoffs, one result; a refusal after them is raised."""
+    failures: list[Exception] = [OSError("reset"), PartnerGarbage("half a page")]
+
+    async def flaky() -> str:
+        if failures:
+            raise failures.pop(0)
+        return "page"
+
+    retry, sleeps = kit.retry(attempts=3)
+    assert (await retry.run(flaky), sleeps.delays) == ("page", [0.5, 1.0])
+    failures[:] = [OSError("reset"), PartnerHTTPError("https://js/outbox", 403, "removed")]
+    with pytest.raises(PartnerHTTPError):
+        await retry.run(flaky)
+    assert sleeps.delays == [0.5, 1.0, 0.5]
