@@ -21,6 +21,10 @@ Damage is named by what the neighbours show: a row missing from the index sequen
 deleted; a leaf whose hash differs from the hash stored beside it was edited; an entry whose
 `prev_hash` names the entry two before it follows an inserted one; one that names the entry
 after it was reordered.
+
+`check_chunk` is the reference. `check_chunk_fast` gives the same report for the rows a database
+hands back as they are: it only proves a chunk intact (about 7 µs an entry instead of 12) and hands
+anything else, damage or unusual values, to `check_chunk`, so damage is always named by one code.
 """
 
 from __future__ import annotations
@@ -28,7 +32,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
+
+import orjson
 
 from audit.chain import GENESIS_PREV, decode_entry
 from audit.rfc9162 import HASH_SIZE, node_hash
@@ -37,6 +44,9 @@ from credcore.errors import VerificationError
 PRUNE_KIND = "retention_prune"
 Row = tuple[int, "bytes | None", "bytes | None"]  # (index, leaf or None if pruned, stored leaf hash)
 _sha256 = hashlib.sha256
+# audit/chain.py's fast path: orjson, sorted keys, integers within 2**53 (decode_entry explains why).
+_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+_BELOW_4_BYTE_UTF8 = bytes(range(0xF0))  # deleting these leaves the lead bytes of characters outside the BMP
 
 
 @dataclass
@@ -159,6 +169,12 @@ def check_chunk(rows: Sequence[Row], lo: int, hi: int, sizes: Sequence[int] = ()
         expected = digest.hex()
     if pruned_from is not None:
         report.pruned.append((pruned_from, lo + len(hashes)))
+    return _finish(report, hashes, sizes, keep_hashes)
+
+
+def _finish(report: ChunkReport, hashes: list[bytes], sizes: Sequence[int], keep_hashes: bool) -> ChunkReport:
+    """Fill in the end of the checked run and its Merkle pieces, given its leaf hashes."""
+    lo = report.lo
     report.hi = lo + len(hashes)
     if hashes:
         report.last_hash = hashes[-1].hex()
@@ -170,6 +186,121 @@ def check_chunk(rows: Sequence[Row], lo: int, hi: int, sizes: Sequence[int] = ()
     if keep_hashes:
         report.leaf_hashes = hashes
     return report
+
+
+def check_chunk_fast(rows: Sequence[Sequence[Any]], lo: int, hi: int, sizes: Sequence[int] = (),
+                     keep_hashes: bool = False, end: int | None = None) -> ChunkReport:
+    """`check_chunk`'s report for rows as a database returns them (a leaf may be text or a
+    memoryview if someone edited the table): cheap when the chunk is intact, and the reference
+    itself, over the same rows, at the first thing that is not plainly intact."""
+    run = _intact_run(rows, lo, hi)
+    if run is None:
+        return check_chunk([normal_row(r) for r in rows], lo, hi, sizes, keep_hashes, end)
+    hashes, pruned, prune_bound = run
+    report = ChunkReport(lo, lo, "", pruned=pruned, prune_bound=prune_bound)
+    return _finish(report, hashes, sizes, keep_hashes)
+
+
+def normal_row(row: Sequence[Any]) -> Row:
+    index, leaf, stored = row
+    return int(index), as_bytes(leaf), as_bytes(stored)
+
+
+def _plain(value: dict[str, Any]) -> bool:
+    """Whether `value` holds only strings, integers, booleans, nulls, objects and arrays, i.e. (for
+    what orjson parses) no float, whose RFC 8785 form orjson does not always write."""
+    todo: list[Any] = [value]
+    for container in todo:  # grows as it is walked: no pops, no recursion
+        for item in container.values() if type(container) is dict else container:
+            kind = type(item)
+            if kind is str or kind is int or item is None or kind is bool:
+                continue
+            if kind is dict or kind is list:
+                todo.append(item)
+            else:
+                return False
+    return True
+
+
+def _exact_entry(leaf: bytes) -> dict[str, Any] | None:
+    try:
+        return decode_entry(leaf)
+    except VerificationError:
+        return None
+
+
+def _hash_before(rows: Sequence[Sequence[Any]], pos: int, lo: int) -> str | None:
+    """The hex leaf hash entry `lo` must name, from the row before it at `pos - 1`; None if odd."""
+    if lo == 0:
+        return GENESIS_PREV
+    if pos < 1:
+        return None
+    index, leaf, stored = rows[pos - 1]
+    if index != lo - 1:
+        return None
+    if type(leaf) is bytes:
+        return _sha256(b"\x00" + leaf).hexdigest()
+    if leaf is None and type(stored) is bytes and len(stored) == HASH_SIZE:
+        return stored.hex()
+    return None
+
+
+def _intact_run(rows: Sequence[Sequence[Any]], lo: int, hi: int
+                ) -> tuple[list[bytes], list[tuple[int, int]], int] | None:
+    """(leaf hashes, pruned ranges, largest retention `up_to`) of [lo, hi) when every row is
+    there, in order, canonical, hashed as stored and linked to the one before; else None.
+
+    The leaf is proved canonical as `decode_entry` does it (orjson's sorted re-encoding gives the
+    same bytes, no float, nothing outside the BMP), inline: this loop is the verifier's cost."""
+    pos = lo - rows[0][0] if rows and type(rows[0][0]) is int else -1
+    if hi <= lo or not 0 <= pos < len(rows) or len(rows) < pos + hi - lo or rows[pos][0] != lo:
+        return None
+    expected = _hash_before(rows, pos, lo)
+    if expected is None:
+        return None
+    sha256, loads, dumps, canonical, plain = _sha256, orjson.loads, orjson.dumps, _CANONICAL, _plain
+    hashes: list[bytes] = []
+    append = hashes.append
+    pruned: list[tuple[int, int]] = []
+    pruned_from: int | None = None
+    bound = 0
+    i = lo
+    for index, leaf, stored in islice(rows, pos, pos + hi - lo):
+        if index != i:
+            return None  # rows come sorted by a unique index: a gap or a stranger
+        if type(leaf) is bytes:
+            digest = sha256(b"\x00" + leaf).digest()
+            if digest != stored and stored is not None:
+                return None
+            entry: Any = None
+            if leaf.isascii() or not leaf.translate(None, _BELOW_4_BYTE_UTF8):
+                try:
+                    entry = loads(leaf)
+                    if type(entry) is not dict or dumps(entry, option=canonical) != leaf or not plain(entry):
+                        entry = None
+                except (ValueError, TypeError, RecursionError):  # orjson's errors derive from these
+                    entry = None
+            if entry is None and (entry := _exact_entry(leaf)) is None:
+                return None
+            if entry.get("prev_hash") != expected:
+                return None
+            if entry.get("kind") == PRUNE_KIND and type(entry.get("up_to")) is int:
+                bound = max(bound, entry["up_to"])
+            if pruned_from is not None:
+                pruned.append((pruned_from, i))
+                pruned_from = None
+        elif leaf is None and type(stored) is bytes and len(stored) == HASH_SIZE:
+            digest = stored
+            if pruned_from is None:
+                pruned_from = i
+        else:
+            return None
+        append(digest)
+        expected = digest.hex()
+        i += 1
+    if pruned_from is not None:
+        pruned.append((pruned_from, hi))
+    return hashes, pruned, bound
 
 
 def _levels(hashes: list[bytes]) -> list[list[bytes]]:

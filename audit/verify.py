@@ -11,8 +11,10 @@ What is checked (the rules are those of audit/logcheck.py and CONTRACTS.md secti
    its head row;
 5. with `--witness`/`--min-witnesses`: a checkpoint carries cosignatures from N of the trusted
    witnesses (C2SP tlog-cosignature), and it is one of the checkpoints checked above.
-The first problem by index is reported, with its kind. Large logs are checked by worker
-processes, each reading its own aligned chunk (audit/scan.py).
+The first problem by index is reported, with its kind. Large logs are checked in aligned chunks
+by this process (in a thread) and by `jobs - 1` worker processes together, each reading its own
+chunks straight from the database (audit/scan.py); the workers start while this process reads
+the checkpoints.
 """
 
 from __future__ import annotations
@@ -20,28 +22,30 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import concurrent.futures
-import concurrent.futures.process
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from audit import tables
 from audit.checkpoint import Checkpoint
 from audit.cosignature import CosignatureVerifier, require_cosignatures
 from audit.keys import LogKey, always_valid, load_keys, verify_checkpoint_at
-from audit.logcheck import ChunkReport, LogMerger, Row, check_chunk, chunk_ranges, sizes_in
+from audit.logcheck import ChunkReport, LogMerger, Row, check_chunk_fast, chunk_ranges, sizes_in
 from audit.rfc9162 import EMPTY_ROOT
-from audit.scan import check_range, default_jobs, process_pool
+from audit.scan import Source, Task, Worker, WorkerFailed, check_range, default_jobs
 from credcore.db import make_engine
 from credcore.errors import ConfigError, VerificationError
 
 PAGE = 1000
-CHUNK = 1 << 15
+# Small enough that the lanes finish together (the last chunk is ~0.1 s of one core), large
+# enough that a chunk's fixed costs (a connection, a query, a report) stay below 1%.
+CHUNK = 1 << 13
 PARALLEL_FROM = 100_000  # smaller logs are checked in this process: workers cost more to start
+IN_FLIGHT = 2  # tasks queued at each worker, so it never waits for the event loop between two
 
 
 @dataclass(frozen=True)
@@ -156,33 +160,103 @@ def _report(merger: LogMerger, good: Sequence[Checkpoint], witnessed: str) -> st
     )
 
 
-async def _scan_database(url: str, n: int, sizes: Sequence[int], jobs: int, chunk: int,
-                         parallel_from: int) -> tuple[LogMerger, Findings]:
-    if jobs > 1 and n >= parallel_from:
-        try:
-            return await _scan_with(process_pool(jobs), url, n, sizes, chunk)
-        except concurrent.futures.process.BrokenProcessPool:  # e.g. a __main__ that workers cannot import
-            pass
-    return await _scan_with(concurrent.futures.ThreadPoolExecutor(1), url, n, sizes, chunk)
+def _source(url: str) -> Source:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return "sqlite", parsed.database or ""
+    return "postgresql", parsed.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def _scan_with(pool: concurrent.futures.Executor, url: str, n: int, sizes: Sequence[int],
-                     chunk: int) -> tuple[LogMerger, Findings]:
-    merger, findings = LogMerger(chunk), Findings()
-    loop = asyncio.get_running_loop()
-    wanted = sorted({s for s in sizes if 0 < s <= n} | ({n} if n else set()))
+async def _start_workers(count: int) -> list[Worker]:
+    workers: list[Worker] = []
     try:
-        futures = [loop.run_in_executor(pool, check_range, url, lo, hi, sizes_in(wanted, lo, hi), n)
-                   for lo, hi in chunk_ranges(n, chunk)]
-        for future in futures:
-            report: ChunkReport = await future
-            merger.add(report)
-            if report.error is not None:
-                index, message = report.error
-                findings.add(index, VerificationError(message, index=index))
-                break
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        for _ in range(count):
+            workers.append(await Worker.start())
+    except WorkerFailed:
+        await _close(workers)
+        return []
+    return workers
+
+
+async def _close(workers: Sequence[Worker]) -> None:
+    await asyncio.gather(*(w.close() for w in workers))
+
+
+class _Dispatch:
+    """Hands chunk tasks to the lanes in index order and keeps their reports. Once a chunk
+    reports an error no later chunk is handed out: every earlier one already was, and the first
+    error by index is the one reported."""
+
+    def __init__(self, tasks: Sequence[Task]) -> None:
+        self._tasks = iter(tasks)
+        self._stopped = False
+        self.reports: dict[int, ChunkReport] = {}
+
+    def take(self) -> Task | None:
+        return None if self._stopped else next(self._tasks, None)
+
+    def put(self, report: ChunkReport) -> None:
+        self.reports[report.lo] = report
+        self._stopped = self._stopped or report.error is not None
+
+
+async def _local_lane(source: Source, dispatch: _Dispatch) -> None:
+    while (task := dispatch.take()) is not None:
+        dispatch.put(await asyncio.to_thread(check_range, source, *task))
+
+
+async def _worker_lane(worker: Worker, source: Source, dispatch: _Dispatch) -> None:
+    in_flight = 0
+    while True:
+        while in_flight < IN_FLIGHT and (task := dispatch.take()) is not None:
+            await worker.send(source, task)
+            in_flight += 1
+        if not in_flight:
+            return
+        dispatch.put(await worker.receive())
+        in_flight -= 1
+
+
+async def _all_or_first_error(coroutines: Sequence[Coroutine[Any, Any, None]]) -> None:
+    """Run every coroutine; at the first exception cancel the others and raise it as it is."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
+
+
+async def _scan_database(source: Source, n: int, sizes: Sequence[int], workers: Sequence[Worker],
+                         chunk: int) -> tuple[LogMerger, Findings]:
+    wanted = sorted({s for s in sizes if 0 < s <= n} | ({n} if n else set()))
+    tasks: list[Task] = [(lo, hi, sizes_in(wanted, lo, hi), n) for lo, hi in chunk_ranges(n, chunk)]
+    if workers:
+        dispatch = _Dispatch(tasks)
+        try:
+            await _all_or_first_error([_local_lane(source, dispatch)]
+                                      + [_worker_lane(w, source, dispatch) for w in workers])
+            return _merge(tasks, dispatch.reports, chunk)
+        except WorkerFailed:  # e.g. killed: check everything here
+            pass
+    dispatch = _Dispatch(tasks)
+    await _local_lane(source, dispatch)
+    return _merge(tasks, dispatch.reports, chunk)
+
+
+def _merge(tasks: Sequence[Task], reports: dict[int, ChunkReport], chunk: int) -> tuple[LogMerger, Findings]:
+    """Fold the reports in index order, up to the first error."""
+    merger, findings = LogMerger(chunk), Findings()
+    for lo, *_ in tasks:
+        report = reports[lo]
+        merger.add(report)
+        if report.error is not None:
+            index, message = report.error
+            findings.add(index, VerificationError(message, index=index))
+            break
     return merger, findings
 
 
@@ -191,36 +265,42 @@ async def verify_database(url: str, keys: Sequence[str] = (), *, witnesses: Sequ
                           chunk_size: int = CHUNK, parallel_from: int = PARALLEL_FROM) -> str:
     """Verify the log stored at `url`; the report line, or VerificationError at the first problem.
 
-    Logs of `parallel_from` entries or more are checked by `jobs` worker processes, one aligned
-    chunk of `chunk_size` entries (a power of two) at a time."""
+    Logs of `parallel_from` entries or more are checked by this process and `jobs - 1` worker
+    processes together, one aligned chunk of `chunk_size` entries (a power of two) at a time."""
+    jobs = jobs or default_jobs()
+    workers: list[Worker] = []
     engine = make_engine(url, read_only=True)
     try:
-        async with engine.connect() as conn:
-            trusted = always_valid(keys) if keys else await load_keys(conn)
-            if not trusted:
-                raise VerificationError("no verifier key: pass --key or keep audit_keys in the database")
-            c = tables.checkpoints
-            rows = (await conn.execute(select(c.c.size, c.c.note, c.c.ts_us).order_by(c.c.size))).all()
-            cosigs: dict[int, list[str]] = {}
-            if min_witnesses:
-                for r in await conn.execute(select(tables.cosignatures.c.size, tables.cosignatures.c.line)):
-                    cosigs.setdefault(int(r.size), []).append(str(r.line))
-            head = (await conn.execute(select(tables.head.c.size).where(tables.head.c.id == 1))).scalar()
-            top = (await conn.execute(select(func.max(tables.entries.c.idx)))).scalar()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the database: {exc}") from exc
+        try:
+            async with engine.connect() as conn:
+                head = (await conn.execute(select(tables.head.c.size).where(tables.head.c.id == 1))).scalar()
+                top = (await conn.execute(select(func.max(tables.entries.c.idx)))).scalar()
+                n = max(int(head or 0), int(top) + 1 if top is not None else 0)
+                if jobs > 1 and n >= parallel_from:
+                    workers = await _start_workers(jobs - 1)  # they start up while we read the rest
+                trusted = always_valid(keys) if keys else await load_keys(conn)
+                if not trusted:
+                    raise VerificationError("no verifier key: pass --key or keep audit_keys in the database")
+                c = tables.checkpoints
+                rows = (await conn.execute(select(c.c.size, c.c.note, c.c.ts_us).order_by(c.c.size))).all()
+                cosigs: dict[int, list[str]] = {}
+                if min_witnesses:
+                    for r in await conn.execute(select(tables.cosignatures.c.size, tables.cosignatures.c.line)):
+                        cosigs.setdefault(int(r.size), []).append(str(r.line))
+        except OSError as exc:
+            raise ConfigError(f"cannot read the database: {exc}") from exc
+        finally:
+            await engine.dispose()
+        history = [StoredCheckpoint(int(r.size), str(r.note), int(r.ts_us) / 1e6 if not keys else None,
+                                    tuple(cosigs.get(int(r.size), ()))) for r in rows]
+        history += [StoredCheckpoint(_size_of(note), note, None) for note in saved]
+        if not rows:
+            raise VerificationError("the log has no signed checkpoint yet")
+        findings = Findings()
+        good = _checked_checkpoints(history, trusted, findings)
+        merger, scan_findings = await _scan_database(_source(url), n, [cp.size for cp in good], workers, chunk_size)
     finally:
-        await engine.dispose()
-    history = [StoredCheckpoint(int(r.size), str(r.note), int(r.ts_us) / 1e6 if not keys else None,
-                                tuple(cosigs.get(int(r.size), ()))) for r in rows]
-    history += [StoredCheckpoint(_size_of(note), note, None) for note in saved]
-    if not rows:
-        raise VerificationError("the log has no signed checkpoint yet")
-    findings = Findings()
-    good = _checked_checkpoints(history, trusted, findings)
-    n = max(int(head or 0), int(top) + 1 if top is not None else 0)
-    merger, scan_findings = await _scan_database(url, n, [cp.size for cp in good], jobs or default_jobs(),
-                                                 chunk_size, parallel_from)
+        await _close(workers)
     findings.problems += scan_findings.problems
     _compare_roots(merger, good, findings)
     if not scan_findings.problems:
@@ -248,7 +328,7 @@ async def check_stream(rows: AsyncIterator[Row], sizes: Sequence[int], findings:
     wanted = sorted(set(sizes))
 
     def run(hi: int, rows_: list[Row]) -> bool:
-        report = check_chunk(rows_, lo, hi, sizes_in(wanted + [hi], lo, hi))
+        report = check_chunk_fast(rows_, lo, hi, sizes_in(wanted + [hi], lo, hi))
         merger.add(report)
         if report.error is not None:
             findings.add(report.error[0], VerificationError(report.error[1], index=report.error[0]))
