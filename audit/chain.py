@@ -71,22 +71,27 @@ def _not_canonical(why: str) -> VerificationError:
 _ORJSON_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 
-def _holds_float(value: dict[str, Any]) -> bool:
-    """Whether an object holds anything but strings, integers, booleans, nulls, objects and arrays
-    anywhere, i.e. (for what orjson parses) a float: those take the exact path."""
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _plain(value: dict[str, Any]) -> bool:
+    """Whether an object holds only strings, integers, booleans, nulls, objects and arrays of
+    exactly those types, anywhere: then orjson writes what JCS writes (given the checks on the
+    bytes), and nothing needs reading back. A float, a tuple, a subclass or any other type is
+    left to the exact path."""
     stack: list[Any] = [value]
-    pop, push = stack.pop, stack.append
+    pop, push, scalars = stack.pop, stack.append, _SCALARS
     while stack:
         container = pop()
         for item in container.values() if type(container) is dict else container:
             kind = type(item)
-            if kind is str or kind is int or item is None or kind is bool:
+            if kind in scalars:
                 continue
             if kind is dict or kind is list:
                 push(item)
             else:
-                return True
-    return False
+                return False
+    return True
 
 
 def decode_entry(leaf: bytes) -> dict[str, Any]:
@@ -98,7 +103,7 @@ def decode_entry(leaf: bytes) -> dict[str, Any]:
         same = type(value) is dict and orjson.dumps(value, option=_ORJSON_CANONICAL) == leaf
     except (orjson.JSONDecodeError, orjson.JSONEncodeError, TypeError, ValueError, RecursionError):
         return _decode_exact(leaf)
-    if not same or _holds_float(value):
+    if not same or not _plain(value):
         return _decode_exact(leaf)
     return value
 
@@ -111,15 +116,15 @@ _ORJSON_ENCODE = (_ORJSON_CANONICAL | orjson.OPT_PASSTHROUGH_DATETIME | orjson.O
 def encode_entry(entry: dict[str, Any]) -> bytes:
     """The leaf bytes of an entry: its RFC 8785 canonical JSON.
 
-    orjson writes it when the result holds no float, no character outside the BMP and no integer
-    past 2**53 (the same argument as `decode_entry`'s), and reads back equal to the entry (orjson
-    writes NaN as null, a tuple or an enum as its items or value: those go to the reference,
-    which alone decides); anything else is left to the reference."""
+    orjson writes it when the entry is plain (`_plain`: no float, tuple, enum, subclass or other
+    type that orjson would write its own way), the result holds no character outside the BMP and
+    no integer past 2**53 (orjson's strict mode refuses those): the same argument as
+    `decode_entry`'s. Anything else is left to the reference, which alone decides."""
     try:
         leaf = orjson.dumps(entry, option=_ORJSON_ENCODE)
     except (TypeError, orjson.JSONEncodeError):
         return canonical_json(entry)
-    if (not leaf.isascii() and max(leaf) >= 0xF0) or _holds_float(entry) or orjson.loads(leaf) != entry:
+    if (not leaf.isascii() and max(leaf) >= 0xF0) or not _plain(entry):
         return canonical_json(entry)
     return leaf
 

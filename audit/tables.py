@@ -29,6 +29,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     SmallInteger,
     String,
     Table,
@@ -42,7 +43,8 @@ metadata = MetaData()
 entries = Table(
     "audit_entries",
     metadata,
-    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    # INTEGER on SQLite makes idx the rowid itself rather than a second B-tree beside it.
+    Column("idx", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
     Column("leaf", LargeBinary, nullable=True),  # null once pruned by retention
     Column("leaf_hash", LargeBinary(32), nullable=False),
     Column("ts_us", BigInteger, nullable=False),  # entry time, microseconds since the epoch
@@ -59,10 +61,13 @@ entries = Table(
 subjects = Table(
     "audit_subjects",
     metadata,
-    Column("uscc", String(18), primary_key=True),
-    Column("idx", BigInteger, primary_key=True, autoincrement=False),
-    Column("ts_us", BigInteger, nullable=True),  # the entry's time, so a company's recent entries are a range
-    Index("ix_audit_subjects_time", "uscc", "ts_us", "idx"),
+    Column("uscc", String(18), nullable=False),
+    Column("idx", BigInteger, nullable=False, autoincrement=False),
+    Column("ts_us", BigInteger, nullable=False),  # the entry's time, so a company's recent entries are a range
+    # The key is the search order itself: one B-tree per row, no second index to keep. (Databases
+    # made before kept (uscc, idx) as the key and an index ix_audit_subjects_time in this order.)
+    PrimaryKeyConstraint("uscc", "ts_us", "idx", name="pk_audit_subjects"),
+    sqlite_with_rowid=False,
 )
 
 records = Table(
@@ -74,6 +79,7 @@ records = Table(
     Column("record_id", String(200), nullable=True),
     Index("ix_audit_records_sha256", "sha256"),
     Index("ix_audit_records_record_id", "record_id"),
+    sqlite_with_rowid=False,
 )
 
 nodes = Table(
@@ -82,6 +88,7 @@ nodes = Table(
     Column("level", SmallInteger, primary_key=True, autoincrement=False),
     Column("idx", BigInteger, primary_key=True, autoincrement=False),
     Column("hash", LargeBinary(32), nullable=False),
+    sqlite_with_rowid=False,
 )
 
 head = Table(

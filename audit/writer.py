@@ -53,10 +53,10 @@ class TreeHead:
 class _Pending:
     entry: dict[str, Any]
     future: asyncio.Future[int]
-    # Everything that does not depend on the chain is prepared by `append`, in the caller's task,
+    # Everything that does not depend on the chain is prepared by `enqueue`, in the caller's task,
     # so that a batch spends only the linking (prev_hash splice, hashes) in the writer.
-    left: bytes = b"{}"  # canonical JSON of the members whose keys sort before "prev_hash"
-    right: bytes = b"{}"  # ... and of those after it
+    head: bytes = b'{"prev_hash":"'  # the leaf up to the prev_hash value ...
+    tail: bytes = b'"}'  # ... and after it
     columns: tuple[int, str | None, str, int, str] = (0, None, "", 0, "access")  # ts_us, client, decision...
     codes: tuple[str, ...] = ()
     released: tuple[tuple[int, str, str | None], ...] = ()  # (pos, sha256, record id) per released record
@@ -68,27 +68,38 @@ def _ts_us(entry: dict[str, Any]) -> int:
 
 
 def _prepare(entry: dict[str, Any], future: asyncio.Future[int]) -> _Pending:
-    """Encode the entry around its future `prev_hash` member and read its search columns; raises
+    """Encode the entry around its future `prev_hash` value and read its search columns; raises
     (KeyError, TypeError, ValueError, OverflowError) for an entry that cannot be recorded."""
     body = {k: v for k, v in entry.items() if k != "prev_hash"}
-    before = {k: v for k, v in body.items() if k < "prev_hash"}
-    after = {k: v for k, v in body.items() if k > "prev_hash"}
-    left, right = encode_entry(before), encode_entry(after)
+    head, tail = cut_at_prev_hash(body)
     client = entry.get("client_id")
     columns = (_ts_us(entry), None if client is None else str(client), str(entry.get("decision", "")),
                int(entry.get("status") or 0), str(entry.get("kind", "access")))
     codes = tuple(sorted({str(code) for code in entry.get("uscc") or ()}))
     released = tuple((r["pos"], r["sha256"], r["record_id"]) for r in record_index_rows(0, entry.get("records")))
-    return _Pending(body, future, left, right, columns, codes, released)
+    return _Pending(body, future, head, tail, columns, codes, released)
 
 
-def splice_prev_hash(left: bytes, right: bytes, prev: str) -> bytes:
-    """The RFC 8785 form of the object whose other members are `left` and `right` (each in RFC 8785
-    form) with `prev_hash` set: JCS writes sorted members one after another, so it is a splice."""
-    member = b'"prev_hash":"' + prev.encode("ascii") + b'"'
-    head = left[:-1] + b"," if len(left) > 2 else b"{"
-    tail = b"," + right[1:] if len(right) > 2 else b"}"
-    return head + member + tail
+_PREV_MEMBER = b'"prev_hash":"'
+_MARKED = _PREV_MEMBER + GENESIS_PREV.encode("ascii") + b'"'
+
+
+def cut_at_prev_hash(body: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The RFC 8785 form of `body` with a `prev_hash` member, cut around that member's value:
+    `head + prev + tail` is then the leaf for any `prev`. One encoding with a placeholder; the
+    byte pattern can only be a member (a quote inside a string is escaped), and if a nested
+    object holds the same member the halves are encoded apart: JCS writes sorted members one
+    after another, so the splice is exact either way."""
+    leaf = encode_entry({**body, "prev_hash": GENESIS_PREV})
+    at = leaf.find(_MARKED)
+    if at >= 0 and leaf.find(_MARKED, at + 1) < 0:
+        cut = at + len(_PREV_MEMBER)
+        return leaf[:cut], leaf[cut + len(GENESIS_PREV):]
+    left = encode_entry({k: v for k, v in body.items() if k < "prev_hash"})
+    right = encode_entry({k: v for k, v in body.items() if k > "prev_hash"})
+    head = left[:-1] + b"," + _PREV_MEMBER if len(left) > 2 else b"{" + _PREV_MEMBER
+    tail = b'",' + right[1:] if len(right) > 2 else b'"}'
+    return head, tail
 
 
 class AuditWriter:
@@ -136,6 +147,13 @@ class AuditWriter:
 
     async def append(self, entry: dict[str, Any]) -> int:
         """Make `entry` durable and return its index; raises AuditUnavailable otherwise."""
+        return await self.enqueue(entry)
+
+    def enqueue(self, entry: dict[str, Any]) -> asyncio.Future[int]:
+        """Queue `entry`: the future resolves to its index once it is durable, or fails with
+        AuditUnavailable. Raises AuditUnavailable at once for an entry that cannot be recorded.
+        A caller that must not lose its entry when cancelled shields the future (a plain future
+        costs less to shield than a coroutine, which would need a task of its own)."""
         if self._task is None or self._task.done():
             raise AuditUnavailable("The audit log is not running, so nothing can be released.")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -144,9 +162,10 @@ class AuditWriter:
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise AuditUnavailable(f"The audit entry cannot be recorded ({type(exc).__name__}).") from None
         self._pending.append(pending)
-        self._idle.clear()
-        self._wakeup.set()
-        return await future
+        if len(self._pending) == 1:
+            self._idle.clear()
+            self._wakeup.set()
+        return future
 
     async def _run(self) -> None:
         while True:
@@ -282,7 +301,7 @@ class AuditWriter:
         record_rows: list[dict[str, Any]] = []
         node_rows: list[dict[str, Any]] = []
         for item in batch:
-            leaf = splice_prev_hash(item.left, item.right, prev)
+            leaf = item.head + prev.encode("ascii") + item.tail
             digest = leaf_hash(leaf)
             idx = frontier.size
             ts_us, client_id, decision, status, kind = item.columns

@@ -25,7 +25,7 @@ from aiohttp import web
 from credcore.clock import CST, Clock, system_clock
 from credcore.errors import ConfigError
 from gateway.admin import provision_operator
-from gateway.app import RUNNER_LIMITS, build_app
+from gateway.app import RUNNER_LIMITS, build_app, settle_heap
 from gateway.config import load_settings
 from gateway.services import GATEWAY
 
@@ -192,6 +192,7 @@ async def run_demo(host: str, port: int, data_dir: Path, *, clock: Clock = syste
         await web.SockSite(runner, sock).start()
         clients = await _provision(app, data_dir, clock)
         mirror, mirror_url = await _start_mirror(store_url, host, clock)
+        settle_heap()
         demo = {
             "gateway": gateway_url,
             "upstream": store_url,

@@ -33,7 +33,7 @@ from policies.catalogue import BULK_DATASETS
 from policies.counters import LeasedCounter
 from policies.decision import Decision, DecisionIndex
 from policies.licence import Licence, policy_rows, region_prefix
-from policies.quota import TokenBucket, day_window, month_window
+from policies.quota import TokenBucket, windows_at
 from policies.store import Changes, LicenceStore
 
 log = logging.getLogger(__name__)
@@ -245,10 +245,8 @@ class Licensing:
                 retry_after=math.ceil(wait),
             )
         taken: list[str] = []
-        for limit, window, label in (
-            (quotas.per_month, month_window(now), "monthly"),
-            (quotas.per_day, day_window(now), "daily"),
-        ):
+        month, day = windows_at(now)
+        for limit, window, label in ((quotas.per_month, month, "monthly"), (quotas.per_day, day, "daily")):
             if limit is None:
                 continue
             key = f"{licence.licence_id}:{window.key}"

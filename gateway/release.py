@@ -30,6 +30,13 @@ class AuditSink(Protocol):
     async def append(self, entry: dict[str, Any]) -> int: ...
 
 
+class ReleaseSink(Protocol):
+    """What `release` needs of the audit writer (audit/writer.py): queue an entry, get a future
+    that resolves to its index once the entry is durable."""
+
+    def enqueue(self, entry: dict[str, Any]) -> asyncio.Future[int]: ...
+
+
 @dataclass
 class AccessRecord:
     """What the audit entry of one /v1 request says; filled in stage by stage."""
@@ -102,7 +109,7 @@ def error_response(error: CredgateError, headers: Mapping[str, str] | None = Non
 
 
 async def release(
-    sink: AuditSink, clock: Clock, record: AccessRecord, *, status: int, body: bytes,
+    sink: ReleaseSink, clock: Clock, record: AccessRecord, *, status: int, body: bytes,
     headers: Mapping[str, str] | None = None, error: CredgateError | None = None,
 ) -> web.Response:
     """Append the entry, and only then build the response that carries it."""
@@ -115,7 +122,7 @@ async def release(
     entry = record.entry(time=rfc3339(clock.now()), status=status, body=body,
                          error=error.code if error else None)
     try:
-        index = await asyncio.shield(sink.append(entry))
+        index = await asyncio.shield(sink.enqueue(entry))
     except AuditUnavailable as exc:
         return error_response(exc)
     out = dict(headers or {})
@@ -123,7 +130,7 @@ async def release(
     return web.Response(status=status, body=body, content_type="application/json", headers=out)
 
 
-async def release_error(sink: AuditSink, clock: Clock, record: AccessRecord, error: CredgateError) -> web.Response:
+async def release_error(sink: ReleaseSink, clock: Clock, record: AccessRecord, error: CredgateError) -> web.Response:
     return await release(
         sink, clock, record, status=error.status, body=json_bytes(error.body()),
         headers=error_headers(error), error=error,

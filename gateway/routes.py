@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from credcore.codes import validate_uscc
 from credcore.errors import BadRequest, NotFound
@@ -30,8 +31,10 @@ class Route:
         return self.uscc is None
 
 
+@lru_cache(maxsize=8192)
 def match_route(raw_path: str) -> Route:
-    """The route of a /v1 raw path (no query), or BadRequest/InvalidUSCC/NotFound."""
+    """The route of a /v1 raw path (no query), or BadRequest/InvalidUSCC/NotFound. Pure, so
+    remembered: operators read the same companies again and again (refusals are not kept)."""
     if _AMBIGUOUS.search(raw_path):
         raise BadRequest("The path contains encoded, dot or empty segments; write it plainly.")
     if raw_path in _BULK:

@@ -59,7 +59,8 @@ class Upstream:
         if self._session is None:
             raise UpstreamError("The gateway has no connection to the public credit store.")
         try:
-            request = self._session.get(self._base + path, params=params, headers=headers, allow_redirects=False)
+            request = self._session.get(self._base + path, params=params or None, headers=headers,
+                                        allow_redirects=False)
             async with request as resp:
                 if resp.status == 404:
                     raise NotFound("No such entity in the public credit store.")

@@ -34,6 +34,21 @@ def month_window(now: dt.datetime) -> Window:
     return Window(f"m:{local:%Y-%m}", dt.datetime(year, month, 1, tzinfo=CST))
 
 
+_WINDOWS: dict[tuple[int, int, int], tuple[Window, Window]] = {}
+
+
+def windows_at(now: dt.datetime) -> tuple[Window, Window]:
+    """(month_window(now), day_window(now)), computed once per CST calendar day."""
+    local = now.astimezone(CST)
+    day = (local.year, local.month, local.day)
+    found = _WINDOWS.get(day)
+    if found is None:
+        if len(_WINDOWS) > 64:  # a long-running process keeps only recent days
+            _WINDOWS.clear()
+        found = _WINDOWS[day] = (month_window(now), day_window(now))
+    return found
+
+
 class TokenBucket:
     """`rate` tokens a second, at most `burst` saved up; `take` answers how long to wait."""
 

@@ -137,8 +137,9 @@ async def test_company_search_runs_on_the_subject_index(tmp_path: Path) -> None:
             plan = " | ".join(str(r[-1]) for r in await conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
     finally:
         await engine.dispose()
-    assert "SEARCH audit_subjects USING COVERING INDEX ix_audit_subjects_time (uscc=? AND ts_us>?)" in plan, plan
-    assert "SEARCH audit_entries USING INDEX sqlite_autoindex_audit_entries_1 (idx=?)" in plan, plan
+    # audit_subjects is keyed by (uscc, ts_us, idx) and audit_entries by idx as its rowid.
+    assert "SEARCH audit_subjects USING PRIMARY KEY (uscc=? AND ts_us>?)" in plan, plan
+    assert "SEARCH audit_entries USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
     assert "SCAN" not in plan and "TEMP B-TREE" not in plan, plan
 
 

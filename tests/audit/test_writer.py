@@ -21,7 +21,7 @@ from audit.chain import verify_chain
 from audit.checkpointer import Checkpointer, load_or_create_signer
 from audit.rfc9162 import root_from_hashes
 from audit.verify import verify_database
-from audit.writer import AuditWriter, load_frontier, splice_prev_hash
+from audit.writer import AuditWriter, cut_at_prev_hash, load_frontier
 from credcore.canonical import canonical_json
 from credcore.db import make_engine
 from credcore.errors import AuditUnavailable
@@ -188,15 +188,19 @@ def test_log_verifies_after_any_appends(batches: list[list[dict[str, Any]]]) -> 
     asyncio.run(append_batches(batches))
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(["a", "kind", "prev_hash", "prev_hasg", "prev_hasi", "q", "z", "\u00e9"]),
-                       st.none() | st.integers(-5, 5) | st.text(max_size=5)
-                       | st.floats(allow_nan=False, allow_infinity=False),
-                       max_size=6))
+SPLICE_KEYS = st.sampled_from(["a", "kind", "prev_hash", "prev_hasg", "prev_hasi", "q", "z", "\u00e9"])
+SPLICE_SCALARS = (st.none() | st.integers(-5, 5) | st.text(max_size=5) | st.just("0" * 64)
+                  | st.just('"prev_hash":"' + "0" * 64 + '"') | st.floats(allow_nan=False, allow_infinity=False))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(SPLICE_KEYS, st.recursive(SPLICE_SCALARS, lambda inner: st.dictionaries(SPLICE_KEYS, inner,
+                                                                                                max_size=3),
+                                                  max_leaves=6), max_size=6))
 def test_prev_hash_splice_is_the_canonical_encoding(entry: dict[str, Any]) -> None:
-    """Splicing prev_hash between the two pre-encoded halves gives the canonical JSON of the whole entry."""
+    """head + prev + tail is the canonical JSON of the whole entry, whatever the other members hold:
+    nested prev_hash members with the placeholder value, the placeholder inside strings, floats."""
     prev = "ab" * 32
     body = {k: v for k, v in entry.items() if k != "prev_hash"}
-    left = canonical_json({k: v for k, v in body.items() if k < "prev_hash"})
-    right = canonical_json({k: v for k, v in body.items() if k > "prev_hash"})
-    assert splice_prev_hash(left, right, prev) == canonical_json({**body, "prev_hash": prev})
+    head, tail = cut_at_prev_hash(body)
+    assert head + prev.encode() + tail == canonical_json({**body, "prev_hash": prev})

@@ -12,8 +12,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from gateway.config import TracingSettings
+from gateway.tracing import Tracing, make_tracer
 
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
@@ -127,3 +132,14 @@ async def test_each_stage_is_a_child_span_of_the_request(make_gateway: Any, stor
     assert {"token", "authorization", "upstream", "filter", "audit"} <= children
     assert all(s.context.trace_id == server.context.trace_id for s in spans)
     assert format(server.context.trace_id, "032x") == (await entry_of(harness, resp))["trace_id"]
+
+
+def test_fast_traceparent_is_what_the_w3c_propagator_writes() -> None:
+    """Without an exporter the header is formatted directly; it must equal OpenTelemetry's own."""
+    tracer, _ = make_tracer(TracingSettings())
+    tracing = Tracing(tracer, recording=False)
+    for incoming in ({}, {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}):
+        with tracing.request_span("GET /v1", incoming) as span:
+            expected: dict[str, str] = {}
+            TraceContextTextMapPropagator().inject(expected, context=trace.set_span_in_context(span))
+            assert tracing.traceparent(span) == expected

@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 
+from credcore.errors import BadRequest, InvalidUSCC, NotFound
+from gateway.routes import match_route
+
 CODE = "91110108551385082Q"  # a valid code (uscc-codes.json); the store need not know it
 
 
@@ -203,3 +206,16 @@ async def test_bad_paging_parameters_are_400(gateway: Any) -> None:
         assert "Audit-Entry" in resp.headers
     resp = await gateway.get("/v1/disclosures?limit=7", token)
     assert resp.status == 200 and len((await resp.json())["records"]) == 7
+
+
+def test_remembered_routes_never_remember_a_refusal() -> None:
+    """match_route is memoised: a refused path is refused every time, and a good one keeps its route."""
+    for _ in range(2):
+        with pytest.raises(BadRequest):
+            match_route(f"/v1/entities/{CODE}/%2e%2e/penalties")
+        with pytest.raises(InvalidUSCC):
+            match_route("/v1/entities/91110108551385082I")
+        with pytest.raises(NotFound):
+            match_route(f"/v1/entities/{CODE}/secrets")
+        route = match_route(f"/v1/entities/{CODE}/penalties")
+        assert (route.dataset, route.uscc, route.path) == ("penalties", CODE, f"/v1/entities/{CODE}/penalties")

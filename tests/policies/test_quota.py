@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from credcore.clock import CST
-from policies.quota import TokenBucket, day_window, month_window
+from policies.quota import TokenBucket, day_window, month_window, windows_at
 
 UTC = dt.UTC
 
@@ -71,3 +71,14 @@ def test_token_bucket_burst_then_rate() -> None:
     assert bucket.take(100.5) == pytest.approx(0.5)
     assert bucket.take(110.0) == 0.0  # refills, but never beyond the burst
     assert [bucket.take(110.0) for _ in range(3)][-1] > 0
+
+
+@pytest.mark.parametrize("utc", [
+    dt.datetime(2026, 11, 26, 15, 59, 59, tzinfo=UTC), dt.datetime(2026, 11, 26, 16, 0, 0, tzinfo=UTC),
+    dt.datetime(2026, 12, 31, 16, 0, 0, tzinfo=UTC), dt.datetime(2027, 1, 31, 15, 0, 0, tzinfo=UTC),
+])
+def test_remembered_windows_are_the_windows_of_that_moment(utc: dt.datetime) -> None:
+    """windows_at remembers per CST day, so it must agree with the pure functions at day edges,
+    asked in any order."""
+    for moment in (utc, utc - dt.timedelta(seconds=1), utc, utc + dt.timedelta(hours=7, minutes=59)):
+        assert windows_at(moment) == (month_window(moment), day_window(moment))
