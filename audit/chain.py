@@ -72,25 +72,25 @@ _ORJSON_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 
 _SCALARS = frozenset({str, int, bool, type(None)})
+_PLAIN = _SCALARS | {dict, list}
 
 
 def _plain(value: dict[str, Any]) -> bool:
     """Whether an object holds only strings, integers, booleans, nulls, objects and arrays of
     exactly those types, anywhere: then orjson writes what JCS writes (given the checks on the
     bytes), and nothing needs reading back. A float, a tuple, a subclass or any other type is
-    left to the exact path."""
+    left to the exact path. The types of a container's items are gathered in C, one set per
+    container, rather than tested one by one."""
     stack: list[Any] = [value]
-    pop, push, scalars = stack.pop, stack.append, _SCALARS
     while stack:
-        container = pop()
-        for item in container.values() if type(container) is dict else container:
-            kind = type(item)
-            if kind in scalars:
-                continue
-            if kind is dict or kind is list:
-                push(item)
-            else:
-                return False
+        container = stack.pop()
+        items = container.values() if type(container) is dict else container
+        kinds = set(map(type, items))
+        if kinds <= _SCALARS:
+            continue
+        if not kinds <= _PLAIN:
+            return False
+        stack.extend(item for item in items if type(item) is dict or type(item) is list)
     return True
 
 

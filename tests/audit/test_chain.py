@@ -1,7 +1,9 @@
 """The entry chain: canonical leaves, prev_hash links, and the log against its checkpoint."""
 
+import enum
 import hashlib
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -315,9 +317,19 @@ def test_encode_entry_is_the_reference_encoding(entry: dict[str, Any]) -> None:
     assert got == expected
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1.0, -0.0, 1e21, 2**60, (1, 2.5), "\ud800"])
+class _Text(str):
+    pass
+
+
+class _Level(enum.IntEnum):
+    HIGH = 1
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1.0, -0.0, 1e21, 2**60, (1, 2.5), "\ud800",
+                                   uuid.UUID(int=5), _Text("x"), _Level.HIGH, [True, None, {"a": [1, 2.5]}]])
 def test_encode_entry_hands_the_hard_values_to_the_reference(value: Any) -> None:
-    """NaN, infinities, floats, big integers, tuples and lone surrogates get the reference's answer."""
+    """NaN, infinities, floats (nested too), big integers, tuples, lone surrogates, UUIDs, subclasses
+    and enums get the reference's answer."""
     try:
         expected: bytes | None = canonical_json({"v": value})
     except ValueError:
