@@ -26,7 +26,6 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Table, insert, select, update
@@ -100,6 +99,9 @@ def cut_at_prev_hash(body: dict[str, Any]) -> tuple[bytes, bytes]:
     head = left[:-1] + b"," + _PREV_MEMBER if len(left) > 2 else b"{" + _PREV_MEMBER
     tail = b'",' + right[1:] if len(right) > 2 else b'"}'
     return head, tail
+
+
+Writes = tuple[Table, list[tuple[Any, ...]]]  # a table and its rows, each a tuple in column order
 
 
 class AuditWriter:
@@ -193,12 +195,10 @@ class AuditWriter:
         try:
             async with self._engine.begin() as conn:
                 size, prev, frontier = await self._load_head(conn)
-                linked, rows, subject_rows, record_rows, node_rows, last = self._link(batch, prev, frontier)
+                linked, writes, last = self._link(batch, prev, frontier)
                 if linked:
-                    for table, table_rows in ((tables.entries, rows), (tables.subjects, subject_rows),
-                                              (tables.records, record_rows), (tables.nodes, node_rows)):
-                        if table_rows:
-                            await insert_rows(conn, table, table_rows)
+                    for table, table_rows in writes:
+                        await insert_rows(conn, table, table_rows)
                     new_size = size + len(linked)
                     await conn.execute(
                         update(tables.head).where(tables.head.c.id == 1).values(size=new_size, last_hash=last)
@@ -240,10 +240,8 @@ class AuditWriter:
         aiosqlite: the general path then re-reads the head and links again."""
         frontier = Frontier.from_hashes(self._frontier.size, self._frontier.hashes)
         base = (self._size, self._prev)
-        linked, rows, subject_rows, record_rows, node_rows, last = self._link(batch, self._prev, frontier)
-        writes = [(_insert_sql(self._engine.dialect, table), list(map(_values(table), table_rows)))
-                  for table, table_rows in ((tables.entries, rows), (tables.subjects, subject_rows),
-                                            (tables.records, record_rows), (tables.nodes, node_rows)) if table_rows]
+        linked, tables_rows, last = self._link(batch, self._prev, frontier)
+        writes = [(_insert_sql(self._engine.dialect, table), table_rows) for table, table_rows in tables_rows]
         new_size = base[0] + len(linked)
         async with self._engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
@@ -287,36 +285,31 @@ class AuditWriter:
         # Work on a copy: if the batch fails, the writer's own frontier is untouched.
         return size, prev, Frontier.from_hashes(frontier.size, frontier.hashes)
 
-    def _link(
-        self, batch: list[_Pending], prev: str, frontier: Frontier
-    ) -> tuple[list[_Pending], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]],
-               list[dict[str, Any]], str]:
-        """Chain, hash and tree the batch onto `frontier` (which it advances).
+    def _link(self, batch: list[_Pending], prev: str, frontier: Frontier) -> tuple[list[_Pending], list[Writes], str]:
+        """Chain, hash and tree the batch onto `frontier` (which it advances): the entries linked,
+        the rows to insert per table (tuples in column order) and the last leaf hash.
 
         An entry that cannot be recorded (no RFC 3339 `time`, a value canonical JSON cannot
-        represent) was refused by `append`, to its own caller only; nothing here can fail per entry."""
-        linked: list[_Pending] = []
-        rows: list[dict[str, Any]] = []
-        subject_rows: list[dict[str, Any]] = []
-        record_rows: list[dict[str, Any]] = []
-        node_rows: list[dict[str, Any]] = []
+        represent) was refused by `enqueue`, to its own caller only; nothing here can fail per entry."""
+        rows: list[tuple[Any, ...]] = []
+        subject_rows: list[tuple[Any, ...]] = []
+        record_rows: list[tuple[Any, ...]] = []
+        node_rows: list[tuple[Any, ...]] = []
         for item in batch:
             leaf = item.head + prev.encode("ascii") + item.tail
             digest = leaf_hash(leaf)
             idx = frontier.size
-            ts_us, client_id, decision, status, kind = item.columns
-            rows.append({"idx": idx, "leaf": leaf, "leaf_hash": digest, "ts_us": ts_us, "client_id": client_id,
-                         "decision": decision, "status": status, "kind": kind})
+            ts_us = item.columns[0]
+            rows.append((idx, leaf, digest, *item.columns))
             item.entry["prev_hash"] = prev
-            for level, position, value in frontier.append(digest):
-                if level:  # level 0 is the leaf hash, kept in audit_entries
-                    node_rows.append({"level": level, "idx": position, "hash": value})
-            subject_rows.extend({"uscc": code, "idx": idx, "ts_us": ts_us} for code in item.codes)
-            record_rows.extend({"idx": idx, "pos": pos, "sha256": sha, "record_id": rid}
-                               for pos, sha, rid in item.released)
-            linked.append(item)
+            node_rows += frontier.append(digest)[1:]  # level 0 is the leaf hash, kept in audit_entries
+            subject_rows += [(code, idx, ts_us) for code in item.codes]
+            record_rows += [(idx, pos, sha, rid) for pos, sha, rid in item.released]
             prev = digest.hex()
-        return linked, rows, subject_rows, record_rows, node_rows, prev
+        writes = [(table, table_rows) for table, table_rows in ((tables.entries, rows), (tables.subjects, subject_rows),
+                                                              (tables.records, record_rows), (tables.nodes, node_rows))
+                  if table_rows]
+        return list(batch), writes, prev
 
 
 def record_index_rows(idx: int, released: Any) -> list[dict[str, Any]]:
@@ -345,14 +338,10 @@ def _insert_sql(dialect: Dialect, table: Table) -> str:
     return _INSERTS[key]
 
 
-def _values(table: Table) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    return itemgetter(*[c.name for c in table.columns])
-
-
-async def insert_rows(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """INSERT many rows with the statement compiled once per dialect and the values passed as
-    plain tuples (Core's per-row parameter processing costs more than the insert itself)."""
-    await conn.exec_driver_sql(_insert_sql(conn.dialect, table), list(map(_values(table), rows)))
+async def insert_rows(conn: AsyncConnection, table: Table, rows: list[tuple[Any, ...]]) -> None:
+    """INSERT many rows (tuples in column order) with the statement compiled once per dialect
+    (Core's per-row parameter processing costs more than the insert itself)."""
+    await conn.exec_driver_sql(_insert_sql(conn.dialect, table), rows)
 
 
 def _write_batch(conn: sqlite3.Connection, base: tuple[int, str], writes: list[tuple[str, list[tuple[Any, ...]]]],
