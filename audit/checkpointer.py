@@ -12,7 +12,10 @@ Rules:
    by tree size; its history lets `audit verify` check that every later tree extends every
    earlier one.
 4. Once signed and published, the checkpoint is sent to the configured witnesses (C2SP
-   tlog-witness); their cosignature lines are stored and appended to the served note.
+   tlog-witness); their cosignature lines are stored and appended to the served note. The
+   witnesses missing from the served checkpoint (down, or not started yet, when it was signed)
+   are asked again in the background, paced by the witness client, so that a log with no new
+   entries still gets cosigned once its partners are up.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -69,6 +73,8 @@ class CosignSource(Protocol):
 
     async def cosign(self, size: int, note: str) -> list[str]: ...
 
+    async def cosign_missing(self, size: int, note: str, have: Sequence[str]) -> list[str]: ...
+
     async def close(self) -> None: ...
 
 
@@ -86,6 +92,7 @@ class Checkpointer:
         self._witnesses = witnesses
         self._latest: SignedCheckpoint | None = None
         self._task: asyncio.Task[None] | None = None
+        self._recosign: asyncio.Task[None] | None = None
         self._poke = asyncio.Event()
         self._hurry = asyncio.Event()  # N entries are waiting, or we are stopping
         self._stop = asyncio.Event()
@@ -110,6 +117,8 @@ class Checkpointer:
         self._poke.set()
         if self._task is not None:
             await self._task
+        if self._recosign is not None:
+            await self._recosign  # bounded by the witness timeout
         with contextlib.suppress(SQLAlchemyError, OSError, CredgateError):
             await self.sign_latest(cosign=False)
         if self._witnesses is not None:
@@ -134,10 +143,28 @@ class Checkpointer:
                 await self.sign_latest()
             except (SQLAlchemyError, OSError, CredgateError) as exc:  # retried next tick
                 log.warning("checkpoint not signed: %s", exc)
+            self._ask_missing_witnesses()
             # At most one checkpoint per half interval keeps the lag under `interval`, unless
             # `every` entries are already waiting.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._hurry.wait(), timeout=self._interval / 2)
+
+    def _ask_missing_witnesses(self) -> None:
+        """Start asking the witnesses missing from the served checkpoint again, off the signing
+        path (a witness that hangs must not delay the next checkpoint); one such task at a time."""
+        latest = self._latest
+        if latest is None or self._witnesses is None or (self._recosign is not None and not self._recosign.done()):
+            return
+        self._recosign = asyncio.create_task(self._add_missing(latest, self._witnesses), name="audit-recosign")
+
+    async def _add_missing(self, latest: SignedCheckpoint, witnesses: CosignSource) -> None:
+        try:
+            lines = await witnesses.cosign_missing(latest.size, latest.note, latest.cosignatures)
+        except (SQLAlchemyError, OSError, CredgateError) as exc:  # tried again next tick
+            log.warning("cosignatures of checkpoint %d not stored: %s", latest.size, exc)
+            return
+        if len(lines) > len(latest.cosignatures) and self._latest is latest:
+            self._latest = SignedCheckpoint(latest.size, latest.root, latest.note, tuple(lines))
 
     async def latest(self) -> SignedCheckpoint:
         return self._latest if self._latest is not None else await self.sign_latest()

@@ -9,7 +9,10 @@ stored size back. The cosigning key is made at first start and kept in `audit_wi
 Log side: `WitnessClient.cosign` posts each new checkpoint to every configured witness with a
 consistency proof from the size that witness last cosigned (learnt from its answers, or from
 a 409), keeps the cosignature lines it gets in `audit_cosignatures`, and returns them so the
-served checkpoint carries them. A witness that is down or refuses costs nothing but its line.
+served checkpoint carries them. A witness that is down or refuses costs nothing but its line,
+and `cosign_missing` asks it again later (with exponential backoff, from RETRY_BASE up to
+RETRY_MAX seconds): partner gateways start, restart and fail independently, and a quiet log
+signs no new checkpoint that would otherwise give the witness another chance.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit import tables
 from audit.cosignature import CosignatureSigner, CosignatureVerifier, verify_cosignatures
-from audit.note import NoteVerifier
+from audit.note import SIG_PREFIX, NoteVerifier
 from audit.witness import (
     SIZE_CONTENT_TYPE,
     AddCheckpoint,
@@ -42,6 +45,8 @@ from credcore.clock import Clock, system_clock
 from credcore.errors import ConfigError, VerificationError
 
 log = logging.getLogger(__name__)
+RETRY_BASE = 1.0  # seconds before asking a witness again after it failed to cosign
+RETRY_MAX = 60.0  # the longest pause between two tries
 
 
 async def load_or_create_cosigner(engine: AsyncEngine, name: str, clock: Clock = system_clock) -> CosignatureSigner:
@@ -154,6 +159,11 @@ class WitnessClient:
         self._timeout = timeout
         self._clock = clock
         self._known: dict[str, int] = {}  # witness name -> size it last cosigned (as far as we know)
+        self._failures: dict[str, int] = {}  # witness name -> tries failed in a row
+        self._retry_at: dict[str, float] = {}  # witness name -> when `cosign_missing` may ask it again
+        # One request at a time per witness: a retry of an older checkpoint racing the request
+        # for a newer one would otherwise reach the witness second and read as a rollback.
+        self._locks: dict[str, asyncio.Lock] = {}
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -173,13 +183,42 @@ class WitnessClient:
 
     async def cosign(self, size: int, note: str) -> list[str]:
         """Cosignature lines for the checkpoint `note` of `size`, from every witness that gives one."""
-        if not self.peers:
+        return await self._ask_all(self.peers, size, note, retry=False)
+
+    async def cosign_missing(self, size: int, note: str, have: Sequence[str]) -> list[str]:
+        """`have` (the cosignature lines the checkpoint carries) and the lines of the configured
+        witnesses missing from it that are due for another try; asks nobody before that."""
+        present = {line.removeprefix(SIG_PREFIX).split(" ", 1)[0] for line in have}
+        now = self._clock.time()
+        due = [peer for peer in self.peers
+               if peer.verifier.name not in present and self._retry_at.get(peer.verifier.name, 0.0) <= now]
+        return [*have, *await self._ask_all(due, size, note, retry=True)] if due else list(have)
+
+    async def _ask_all(self, peers: Sequence[WitnessPeer], size: int, note: str, *, retry: bool) -> list[str]:
+        if not peers:
             return []
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout))
         await self._last_sizes()
-        results = await asyncio.gather(*(self._ask(self._session, peer, size, note) for peer in self.peers))
+        session = self._session
+        results = await asyncio.gather(*(self._paced(session, peer, size, note, retry) for peer in peers))
         return [line for line in results if line]
+
+    async def _paced(self, session: aiohttp.ClientSession, peer: WitnessPeer, size: int, note: str,
+                     retry: bool) -> str | None:
+        """One try, and when the next one may be: at once after a success, later after each failure."""
+        name = peer.verifier.name
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            if retry and self._known.get(name, 0) > size:
+                return None  # it cosigned a newer checkpoint meanwhile: this retry is superseded
+            line = await self._ask(session, peer, size, note)
+        if line is not None:
+            self._failures.pop(name, None)
+            self._retry_at.pop(name, None)
+            return line
+        failures = self._failures[name] = self._failures.get(name, 0) + 1
+        self._retry_at[name] = self._clock.time() + min(RETRY_MAX, RETRY_BASE * 2 ** min(failures - 1, 16))
+        return None
 
     async def _ask(self, session: aiohttp.ClientSession, peer: WitnessPeer, size: int, note: str) -> str | None:
         name = peer.verifier.name

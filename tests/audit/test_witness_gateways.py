@@ -1,10 +1,12 @@
 """Two gateways in one process witness each other's logs (C2SP tlog-witness over loopback): each serves
-its checkpoint with the other's cosignature, `audit verify --min-witnesses` counts them, and a
-forked or rolled-back checkpoint signed with the real log key is refused by the witness."""
+its checkpoint with the other's cosignature, `audit verify --min-witnesses` counts them, a
+forked or rolled-back checkpoint signed with the real log key is refused by the witness, and a
+witness that was down when a checkpoint was signed is asked again (with backoff) once it is up."""
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,7 +23,14 @@ from audit.cosignature import CosignatureVerifier, verify_cosignatures
 from audit.note import generate_signer
 from audit.verify import verify_database
 from audit.witness import format_add_checkpoint
-from audit.witnessing import load_or_create_cosigner
+from audit.witnessing import (
+    RETRY_BASE,
+    WitnessClient,
+    load_or_create_cosigner,
+    parse_witness_peers,
+    stored_cosignatures,
+)
+from credcore.clock import FixedClock
 from credcore.db import make_engine
 from credcore.errors import VerificationError
 from gateway.app import RUNNER_LIMITS, build_app
@@ -147,3 +156,84 @@ async def test_a_forked_or_rolled_back_log_is_refused_by_the_partner(regions: tu
         assert status == 404
         async with session.get(f"{b.url}/audit/checkpoint") as resp:
             assert resp.status == 200
+
+
+async def start_gateway(me: Region, partner: Region, store_url: str) -> TestServer:
+    """`me` as a gateway on its port: the witness of `partner`'s log, asking `partner` to cosign."""
+    settings = load_settings(environ={}, overrides={
+        "database": {"url": me.db},
+        "upstream": {"url": store_url},
+        "audit": {"origin": f"{me.name}.example/audit", "checkpoint_interval": 0.2,
+                  "witness_name": f"{me.name}.example/witness", "witness_logs": partner.log_key,
+                  "witnesses": f"{partner.witness_key}@{partner.url}/witness"},
+    })
+    server = TestServer(build_app(settings), host="127.0.0.1", port=me.port)
+    await server.start_server(**RUNNER_LIMITS)
+    return server
+
+
+async def test_a_witness_that_was_down_is_asked_again_with_backoff(tmp_path: Path, store_url: str) -> None:
+    """A witness down when a checkpoint was signed is not asked again before its backoff has
+    passed (even once it is up), then is, and cosigns; a witness already on the note is not asked."""
+    a = Region("a", f"sqlite:///{tmp_path / 'a.db'}", free_port())
+    b = Region("b", f"sqlite:///{tmp_path / 'b.db'}", free_port())
+    for region in (a, b):
+        await provision(region)
+    clock = FixedClock(dt.datetime.now(dt.UTC))
+    engine = make_engine(a.db)
+
+    async def no_proof(first: int, second: int) -> list[bytes]:
+        raise AssertionError("a first meeting needs no consistency proof")
+
+    client = WitnessClient(engine, parse_witness_peers(f"{b.witness_key}@{b.url}/witness"), no_proof, clock=clock)
+    note = sign_checkpoint(Checkpoint("a.example/audit", 3, bytes(range(32))), [a.signer])
+    server = None
+    try:
+        assert await client.cosign(3, note) == []  # b is not running: connection refused
+        server = await start_gateway(b, a, store_url)
+        assert await client.cosign_missing(3, note, []) == []  # up, but its backoff has not passed
+        clock.advance(RETRY_BASE)
+        [line] = await client.cosign_missing(3, note, [])
+        assert verify_cosignatures(note + line, [CosignatureVerifier.from_key(b.witness_key)])
+        assert await client.cosign_missing(3, note, [line]) == [line]  # b is on the note: nobody is asked
+        assert await stored_cosignatures(engine, 3) == [line]
+    finally:
+        await client.close()
+        if server is not None:
+            await server.close()
+        await engine.dispose()
+
+
+async def test_a_partner_started_later_cosigns_a_quiet_log(tmp_path: Path, store_url: str) -> None:
+    """Gateway a starts while its partner's witness is down, and its log then stays quiet: once b
+    is up, a's served checkpoint gets b's cosignature anyway, with no new entry to prompt it."""
+    a = Region("a", f"sqlite:///{tmp_path / 'a.db'}", free_port())
+    b = Region("b", f"sqlite:///{tmp_path / 'b.db'}", free_port())
+    for region in (a, b):
+        await provision(region)
+    servers = [await start_gateway(a, b, store_url)]
+    try:
+        async with aiohttp.ClientSession() as session:
+            await traffic(a, session, 2)
+            async with session.get(f"{a.url}/audit/checkpoint") as resp:
+                assert "— b.example/witness" not in await resp.text()
+            size = await served_size(a, session, 2)
+            servers.append(await start_gateway(b, a, store_url))
+            note = await cosigned_checkpoint(a, b, session, size)
+            assert checkpoint_fields(note)[1] == size  # the same checkpoint: no entry was added
+    finally:
+        for server in servers:
+            await server.close()
+
+
+async def served_size(region: Region, session: aiohttp.ClientSession, size: int) -> int:
+    """Wait until the served checkpoint covers at least `size` entries; its size."""
+    seen: list[int] = []
+
+    async def covered() -> bool:
+        async with session.get(f"{region.url}/audit/checkpoint") as resp:
+            seen[:] = [checkpoint_fields(await resp.text())[1]]
+        return seen[0] >= size
+
+    assert await wait_for(covered, timeout=5), seen
+    return seen[0]

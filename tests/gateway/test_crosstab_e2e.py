@@ -1,6 +1,11 @@
 """Two credgate processes on loopback as two regions, with the reference store: register each other
 through POST /admin/partners, exchange both ways (push and pull with `credgate crosstab sync`),
-refuse every bad input with its code, survive a key rotation, and serve what they recognised."""
+refuse every bad input with its code, survive a key rotation, and serve what they recognised.
+
+Each process is also the other's C2SP tlog-witness, configured from its config file as a
+deployment would be: each cosigns the other's checkpoints over HTTP, `credgate audit verify
+--min-witnesses 1` counts the cosignature, and a forked or rolled-back checkpoint signed with the
+real log key is refused by the partner's witness."""
 
 from __future__ import annotations
 
@@ -20,10 +25,17 @@ from typing import Any
 
 import pytest
 import requests
+from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from joserfc.jwk import OKPKey
 
+from audit.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
+from audit.cosignature import CosignatureVerifier, verify_cosignatures
+from audit.note import NoteSigner, NoteVerifier
+from audit.witness import SIZE_CONTENT_TYPE, format_add_checkpoint
 from credcore.clock import CST, system_clock
 from crosstab.records import MAX_RECORD_BYTES, TYP
+from gateway.cli import main as credgate_main
 from tests.conftest import OPERATOR_LICENCE
 from tests.crosstab.partner_kit import PartnerKit, uscc
 
@@ -87,6 +99,16 @@ class Gateway:
     secrets: dict[str, str]
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    log_key: str = ""  # the note verifier key of its audit log
+    witness_key: str = ""  # the cosigner key it witnesses its partner's log with
+
+    @property
+    def origin(self) -> str:
+        return f"credgate-{self.region}/audit"
+
+    @property
+    def witness_name(self) -> str:
+        return f"credgate-{self.region}/witness"
 
     def start(self) -> None:
         log = self.log.open("ab")
@@ -146,22 +168,47 @@ def store_url(tmp_path: Path) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+def make_audit_keys(gw: Gateway) -> None:
+    """The region's log key and witness key, made on first use by `credgate audit key`, as a
+    region does before a partnership (README: Partners witness each other's logs). The command
+    runs in this process (click's runner) to spare two interpreter starts per region."""
+    url = f"sqlite:///{gw.db}"
+    for args in (["--origin", gw.origin], ["--witness-name", gw.witness_name]):
+        result = CliRunner().invoke(credgate_main, ["audit", "key", "--db", url, *args])
+        assert result.exit_code == 0, result.output
+        if args[0] == "--origin":
+            gw.log_key = result.output.strip()
+        else:
+            gw.witness_key = result.output.strip()
+
+
+def write_config(gw: Gateway, partner: Gateway, store_url: str) -> None:
+    """The gateway's TOML: the exchange, and witnessing with the partner both ways (it serves a
+    witness for the partner's log, and asks the partner's witness to cosign its own)."""
+    port = gw.url.rsplit(":", 1)[1]
+    gw.config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\npublic_url = "{gw.url}"\n'
+        f'[database]\nurl = "sqlite:///{gw.db}"\n[upstream]\nurl = "{store_url}"\n'
+        f'[audit]\norigin = "{gw.origin}"\nwitness_name = "{gw.witness_name}"\n'
+        f'witness_logs = "{partner.log_key}"\nwitnesses = "{partner.witness_key}@{partner.url}/witness"\n'
+        f'[crosstab]\nenabled = true\nregion = "{gw.region}"\ndomestic_regions = "{SH},{GD}"\nmax_batch = 50\n',
+        encoding="utf-8",
+    )
+
+
 @pytest.fixture
 def regions(tmp_path: Path, store_url: str) -> Iterator[tuple[Gateway, Gateway]]:
-    """Shanghai and Guangdong gateways, each with its own SQLite database, started in parallel."""
+    """Shanghai and Guangdong gateways, each with its own SQLite database, each the other's
+    witness, started in parallel."""
     gateways = []
     for region in (SH, GD):
         port, db = free_port(), tmp_path / f"{region}.db"
-        config = tmp_path / f"{region}.toml"
-        config.write_text(
-            f'[server]\nhost = "127.0.0.1"\nport = {port}\npublic_url = "http://127.0.0.1:{port}"\n'
-            f'[database]\nurl = "sqlite:///{db}"\n[upstream]\nurl = "{store_url}"\n'
-            f'[audit]\norigin = "credgate-{region}/audit"\n'
-            f'[crosstab]\nenabled = true\nregion = "{region}"\ndomestic_regions = "{SH},{GD}"\nmax_batch = 50\n',
-            encoding="utf-8",
-        )
         secrets = asyncio.run(_provision(f"sqlite:///{db}"))
-        gateways.append(Gateway(region, config, db, f"http://127.0.0.1:{port}", secrets, tmp_path / f"{region}.log"))
+        gateways.append(Gateway(region, tmp_path / f"{region}.toml", db, f"http://127.0.0.1:{port}", secrets,
+                                tmp_path / f"{region}.log"))
+        make_audit_keys(gateways[-1])
+    write_config(gateways[0], gateways[1], store_url)
+    write_config(gateways[1], gateways[0], store_url)
     try:
         for gw in gateways:
             gw.start()
@@ -310,6 +357,103 @@ def test_two_regions_exchange_over_loopback(regions: tuple[Gateway, Gateway], tm
     found = requests.get(f"{sh.url}/audit/search?uscc={gd_company}", headers=sh.token("auditor"), timeout=10).json()
     exchanges = {(e["entry"]["kind"], e["entry"].get("exchange")) for e in found["entries"]}
     assert {("crosstab", "sync_pull"), ("crosstab", "push"), ("access", None)} <= exchanges
+
+
+def traffic(gw: Gateway, n: int) -> int:
+    """n requests refused for want of a token (each an audit entry); the log's size after them."""
+    index = -1
+    for _ in range(n):
+        resp = requests.get(f"{gw.url}/v1/entities/91110108551385082Q", timeout=5)
+        assert resp.status_code == 401
+        index = int(resp.headers["Audit-Entry"])
+    return index + 1
+
+
+def cosigned_checkpoint(gw: Gateway, witness: Gateway, size: int) -> str:
+    """Poll gw's public checkpoint until it covers `size` entries, is signed by gw's log key and
+    carries a valid cosignature by the witness's key (C2SP tlog-cosignature over that very note)."""
+    log_key, witness_key = NoteVerifier.from_key(gw.log_key), CosignatureVerifier.from_key(witness.witness_key)
+    seen: list[str] = []
+
+    def ready() -> bool:
+        resp = requests.get(f"{gw.url}/audit/checkpoint", timeout=5)
+        seen[:] = [resp.text]
+        cp = verify_checkpoint(resp.text, [log_key])
+        return cp.size >= size and bool(verify_cosignatures(resp.text, [witness_key], now=time.time()))
+
+    try:
+        wait_until(ready, f"a checkpoint of {gw.region} cosigned by {witness.region}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last served: {seen}") from None
+    return seen[0]
+
+
+def log_signer(gw: Gateway) -> NoteSigner:
+    """The region's real log signing key, read from its database (to sign as that log would)."""
+    with sqlite3.connect(gw.db) as conn:
+        name, seed = conn.execute("SELECT name, private_key FROM audit_keys WHERE active").fetchone()
+    signer = NoteSigner(name, Ed25519PrivateKey.from_private_bytes(bytes(seed)))
+    assert signer.verifier_key == gw.log_key
+    return signer
+
+
+def verify_cli(gw: Gateway, *witness_keys: str) -> subprocess.Popen[str]:
+    """`credgate audit verify --url` as an auditor runs it, requiring one of the witness keys."""
+    args = [arg for key in witness_keys for arg in ("--witness", key)]
+    env = {**os.environ, "CREDGATE_CLIENT_ID": "auditor", "CREDGATE_CLIENT_SECRET": gw.secrets["auditor"]}
+    return subprocess.Popen([*CREDGATE, "audit", "verify", "--url", gw.url, *args, "--min-witnesses", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def add_checkpoint(witness: Gateway, old: int, proof: list[bytes], note: str) -> requests.Response:
+    return requests.post(f"{witness.url}/witness/add-checkpoint", data=format_add_checkpoint(old, proof, note),
+                         timeout=5)
+
+
+def test_two_regions_cosign_each_others_checkpoints(regions: tuple[Gateway, Gateway]) -> None:
+    """Each process cosigns the other's checkpoints over HTTP; `audit verify --min-witnesses 1`
+    passes with the partner's witness key (and fails with a key that never cosigned); a forked
+    or rolled-back checkpoint signed with the real log key is refused with 409 or 422."""
+    sh, gd = regions
+    for gw in regions:  # each process serves the witness key the region published before
+        assert requests.get(f"{gw.url}/audit/keys", timeout=5).json()["witness"] == gw.witness_key
+    sizes = {SH: traffic(sh, 5), GD: traffic(gd, 3)}
+    notes = {gw.region: cosigned_checkpoint(gw, other, sizes[gw.region]) for gw, other in ((sh, gd), (gd, sh))}
+
+    # An auditor of each region verifies the log over HTTP and requires the partner's cosignature;
+    # a key that never cosigned this log (the region's own witness) does not count.
+    runs = [(gw, other, verify_cli(gw, other.witness_key), verify_cli(gw, gw.witness_key))
+            for gw, other in ((sh, gd), (gd, sh))]
+    for gw, other, good, stranger in runs:
+        out, err = good.communicate(timeout=60)
+        assert good.returncode == 0, (gw.region, out, err)
+        assert "audit log verified" in out and other.witness_name in out, out
+        out, err = stranger.communicate(timeout=60)
+        assert stranger.returncode != 0 and "cosign" in (out + err), (gw.region, out, err)
+
+    # Each witness refuses checkpoints that the other's real log key signed for another history.
+    for gw, witness in ((sh, gd), (gd, sh)):
+        signer = log_signer(gw)
+        cp = verify_checkpoint(notes[gw.region], [signer.verifier])
+        held = f"{cp.size}\n"  # the size this witness last cosigned, which it answers a conflict with
+        fork = sign_checkpoint(Checkpoint(gw.origin, cp.size, bytes(32)), [signer])
+        resp = add_checkpoint(witness, cp.size, [], fork)  # the same size with another root
+        assert (resp.status_code, resp.headers["Content-Type"], resp.text) == (409, SIZE_CONTENT_TYPE, held)
+        with sqlite3.connect(gw.db) as conn:  # the log's own earlier checkpoint, genuinely signed
+            old_size, old_note = conn.execute(
+                "SELECT size, note FROM audit_checkpoints WHERE size < ? ORDER BY size DESC LIMIT 1",
+                (cp.size,)).fetchone()
+        resp = add_checkpoint(witness, old_size, [], old_note)  # rolled back to it
+        assert (resp.status_code, resp.headers["Content-Type"], resp.text) == (409, SIZE_CONTENT_TYPE, held)
+        resp = add_checkpoint(witness, 0, [], old_note)  # rolled back, claiming a first meeting
+        assert (resp.status_code, resp.text) == (409, held)
+        grown = sign_checkpoint(Checkpoint(gw.origin, cp.size + 3, cp.root), [signer])
+        resp = add_checkpoint(witness, cp.size, [bytes(32)], grown)  # a bigger tree not extending it
+        assert resp.status_code == 422, resp.text
+
+    # The refusals left each witness's state alone: the genuine logs keep being cosigned.
+    for gw, other in ((sh, gd), (gd, sh)):
+        cosigned_checkpoint(gw, other, traffic(gw, 2))
 
 
 def _store_url(gw: Gateway) -> str:
