@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import signal
 import sqlite3
 import struct
 import sys
@@ -101,8 +102,11 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
             reply: object = check_range(source, lo, hi, sizes, end)
         except Exception as exc:  # the parent raises it
             reply = exc if _picklable(exc) else RuntimeError(repr(exc))
-        replies.write(_frame(reply))
-        replies.flush()
+        try:
+            replies.write(_frame(reply))
+            replies.flush()
+        except BrokenPipeError:  # the parent is gone
+            return
 
 
 def _picklable(value: object) -> bool:
@@ -123,12 +127,13 @@ class Worker:
     async def start(cls) -> Worker:
         if not sys.executable:
             raise WorkerFailed("no Python executable to start workers with")
-        # The parent's import path, so the worker imports this same code (a checkout or an install).
+        # The parent's import path, so the worker imports this same code (a checkout or an install),
+        # and -P: not an `audit` package that happens to be in the current directory.
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "audit.scan", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                env=env)
+                sys.executable, "-P", "-m", "audit.scan", stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, env=env)
         except OSError as exc:
             raise WorkerFailed(str(exc)) from exc
         return cls(proc)
@@ -166,4 +171,5 @@ class Worker:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes our stdin
     serve(sys.stdin.buffer, sys.stdout.buffer)
