@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from audit import tables
 from audit.chain import encode_entry
 from audit.rfc9162 import Frontier, leaf_hash
+from audit.sqlite_batch import in_wal_mode, sync_wal, write_batch, write_now
 from credcore.errors import AuditUnavailable
 
 GENESIS_PREV = "0" * 64
@@ -115,7 +116,8 @@ class AuditWriter:
         self._prev = GENESIS_PREV
         self._frontier = Frontier()  # the right edge of the tree, to link and hash appends
         self._head_listeners: list[Callable[[TreeHead], None]] = []
-        self._direct = engine.dialect.name == "sqlite"  # one call per batch on the driver's thread
+        self._direct = engine.dialect.name == "sqlite"  # one transaction per batch on the raw connection
+        self._wal_file: str | None = None  # the SQLite file, when batches can be written on the loop
         self._idle = asyncio.Event()  # set while nothing is queued or being committed
         self._idle.set()
         self.batches = 0
@@ -125,6 +127,8 @@ class AuditWriter:
             await conn.run_sync(tables.create_schema)
             if (await conn.execute(select(tables.head.c.size))).first() is None:
                 await conn.execute(insert(tables.head).values(id=1, size=0, last_hash=GENESIS_PREV))
+            if self._direct:
+                self._wal_file = await conn.run_sync(lambda sync: _wal_database(sync.connection.dbapi_connection))
         self._task = asyncio.create_task(self._run(), name="audit-writer")
 
     async def close(self) -> None:
@@ -142,6 +146,11 @@ class AuditWriter:
         for item in leftover:
             if not item.future.done():
                 item.future.set_exception(AuditUnavailable("The audit log is closed, so nothing can be released."))
+
+    @property
+    def writes_on_loop(self) -> bool:
+        """Whether batches are written on the event loop's thread (a SQLite file in WAL mode)."""
+        return self._wal_file is not None
 
     def on_head(self, listener: Callable[[TreeHead], None]) -> None:
         """Call `listener` with the new tree head after each committed batch."""
@@ -232,17 +241,17 @@ class AuditWriter:
                 item.future.set_exception(AuditUnavailable("The audit log failed; nothing is released."))
 
     async def _commit_direct(self, batch: list[_Pending]) -> bool:
-        """SQLite: link on the head this writer last committed, then run the whole transaction as ONE
-        call on the connection's own thread (aiosqlite), so the event loop prepares the next batch
-        while this one is written and synced, instead of the two taking turns statement by
-        statement. The pooled connection is used, with its pragmas (WAL, synchronous=FULL, busy
-        timeout). False when the head moved (another process appended) or the driver is not
-        aiosqlite: the general path then re-reads the head and links again."""
+        """SQLite: link on the head this writer last committed and write the batch in one
+        transaction on the pooled connection: on the loop's thread when the database is free
+        (audit/sqlite_batch.py: no lock wait, one fsync of the WAL off the loop), else as ONE call
+        on the connection's own thread (aiosqlite), which waits out the busy timeout. False when
+        the head moved (another process appended) or the driver is not aiosqlite: the general
+        path then re-reads the head and links again."""
         frontier = Frontier.from_hashes(self._frontier.size, self._frontier.hashes)
         base = (self._size, self._prev)
         linked, tables_rows, last = self._link(batch, self._prev, frontier)
         writes = [(_insert_sql(self._engine.dialect, table), table_rows) for table, table_rows in tables_rows]
-        new_size = base[0] + len(linked)
+        head = (base[0] + len(linked), last)
         async with self._engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             run, raw = getattr(driver, "_execute", None), getattr(driver, "_conn", None)
@@ -250,13 +259,18 @@ class AuditWriter:
                 self._direct = False
                 return False
             try:
-                done = await run(_write_batch, raw, base, writes, (new_size, last))
+                wal = self._wal_file
+                done = write_now(raw, base, writes, head) if wal else None
+                if done and wal:
+                    await sync_wal(wal)
+                elif done is None:
+                    done = await run(write_batch, raw, base, writes, head)
             except sqlite3.Error:
                 await conn.invalidate()  # a fresh connection next time (a read-only or full file may recover)
                 raise
         if not done:
             return False
-        self._committed(linked, base[0], new_size, last, frontier)
+        self._committed(linked, base[0], head[0], last, frontier)
         return True
 
     def _committed(self, linked: list[_Pending], size: int, new_size: int, last: str, frontier: Frontier) -> None:
@@ -344,26 +358,17 @@ async def insert_rows(conn: AsyncConnection, table: Table, rows: list[tuple[Any,
     await conn.exec_driver_sql(_insert_sql(conn.dialect, table), rows)
 
 
-def _write_batch(conn: sqlite3.Connection, base: tuple[int, str], writes: list[tuple[str, list[tuple[Any, ...]]]],
-                 head: tuple[int, str]) -> bool:
-    """One batch in one SQLite transaction (on the connection's thread): False, writing nothing,
-    when the head is no longer `base`."""
-    conn.execute("BEGIN IMMEDIATE")
+def _wal_database(dbapi: Any) -> str | None:
+    """The file of an aiosqlite connection in WAL mode, or None (memory, other modes, other drivers)."""
+    raw = getattr(getattr(dbapi, "driver_connection", None), "_conn", None)
+    if not isinstance(raw, sqlite3.Connection):
+        return None
     try:
-        row = conn.execute("SELECT size, last_hash FROM audit_head WHERE id = 1").fetchone()
-        if row is None or (int(row[0]), str(row[1])) != base:
-            conn.execute("ROLLBACK")
-            return False
-        for sql, params in writes:
-            conn.executemany(sql, params)
-        conn.execute("UPDATE audit_head SET size = ?, last_hash = ? WHERE id = 1", head)
-        conn.execute("COMMIT")
-        return True
-    except BaseException:
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-        raise
+        rows = raw.execute("PRAGMA database_list").fetchall()
+        path = next((str(row[2]) for row in rows if row[1] == "main"), "")
+        return path if path and in_wal_mode(raw) else None
+    except sqlite3.ProgrammingError:  # a connection bound to the driver's thread (e.g. :memory:)
+        return None
 
 
 NodeKey = tuple[int, int]  # (level, index) of a perfect subtree; level 0 is a leaf

@@ -1,0 +1,87 @@
+"""One audit batch in one SQLite transaction, written on the event loop's own thread when it can
+be, and made durable by one fsync of the WAL, off the loop.
+
+Why: on the driver's thread (aiosqlite) a batch of N rows hands the GIL back and forth with the
+event loop around every row the sqlite3 module steps, so the writer and the loop slow each other
+down, while the statements themselves take microseconds. What must stay off the loop is waiting:
+for the disk, and for a lock another connection holds.
+
+Rules (`write_now`, on the pooled connection the writer has checked out):
+1. It never waits for a lock: with busy_timeout=0 a busy database answers None at once, and the
+   caller runs `write_batch` on the driver's thread instead, which waits out the busy timeout.
+2. It commits with synchronous=NORMAL (in WAL mode the commit writes its frames without syncing);
+   the caller then awaits `sync_wal`, an fsync of the WAL file in a worker thread, and answers no
+   one before it returns. Every frame of a batch is on disk before any entry of it is released:
+   the guarantee of synchronous=FULL, with the wait off the loop. (Other connections may read a
+   batch between its commit and its sync; a power cut in that window loses a batch that no one
+   was told had been recorded, and checkpoints are signed only after the sync.)
+3. The connection's own settings (busy timeout, synchronous=FULL) are restored before it goes
+   back to the pool, whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from typing import Any
+
+Statements = list[tuple[str, list[tuple[Any, ...]]]]  # (INSERT, rows) per table
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def write_batch(conn: sqlite3.Connection, base: tuple[int, str], writes: Statements, head: tuple[int, str]) -> bool:
+    """One batch in one SQLite transaction: False, writing nothing, when the head is no longer `base`."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT size, last_hash FROM audit_head WHERE id = 1").fetchone()
+        if row is None or (int(row[0]), str(row[1])) != base:
+            conn.execute("ROLLBACK")
+            return False
+        for sql, params in writes:
+            conn.executemany(sql, params)
+        conn.execute("UPDATE audit_head SET size = ?, last_hash = ? WHERE id = 1", head)
+        conn.execute("COMMIT")
+        return True
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+def in_wal_mode(conn: sqlite3.Connection) -> bool:
+    return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+
+
+def write_now(conn: sqlite3.Connection, base: tuple[int, str], writes: Statements,
+              head: tuple[int, str]) -> bool | None:
+    """`write_batch` without waiting for a lock and without syncing (rules 1-3): True, False as
+    `write_batch`, or None when the database is busy. Other SQLite errors propagate."""
+    timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
+    conn.execute("PRAGMA busy_timeout = 0")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    try:
+        return write_batch(conn, base, writes, head)
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", None) in _BUSY:
+            return None
+        raise
+    finally:
+        conn.execute(f"PRAGMA synchronous = {int(synchronous)}")
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def sync_wal(database: str) -> None:
+    """fsync the WAL file of `database` in a worker thread (rule 2); OSError if the disk refuses."""
+    await asyncio.get_running_loop().run_in_executor(None, _fsync, database + "-wal")

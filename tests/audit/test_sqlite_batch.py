@@ -1,0 +1,115 @@
+"""Batches written on the event loop's thread (audit/sqlite_batch.py): never waiting for a lock,
+leaving the pooled connection's settings as they were, and falling back to the driver's thread
+(which waits out the busy timeout) when another connection holds the write lock."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from audit.sqlite_batch import sync_wal, write_batch, write_now
+from audit.writer import AuditWriter
+from credcore.db import make_engine
+from tests.audit.test_writer import assert_log_verifies, entry
+
+INSERT = "INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)"
+
+
+def fresh(tmp_path: Path) -> sqlite3.Connection:
+    db = tmp_path / "audit.db"
+    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("CREATE TABLE audit_head (id INTEGER PRIMARY KEY, size INTEGER, last_hash TEXT)")
+    conn.execute("CREATE TABLE audit_nodes (level INTEGER, idx INTEGER, hash BLOB, PRIMARY KEY (level, idx))")
+    conn.execute("INSERT INTO audit_head VALUES (1, 0, 'g')")
+    return conn
+
+
+def settings_of(conn: sqlite3.Connection) -> tuple[int, int]:
+    return conn.execute("PRAGMA busy_timeout").fetchone()[0], conn.execute("PRAGMA synchronous").fetchone()[0]
+
+
+async def test_a_busy_database_answers_at_once_and_the_settings_stay(tmp_path: Path) -> None:
+    conn = fresh(tmp_path)
+    before = settings_of(conn)
+    other = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    assert write_now(conn, (0, "g"), [(INSERT, [(1, 0, b"x")])], (1, "h")) is None
+    assert time.monotonic() - started < 1.0, "it waited for the lock (busy_timeout is 5 s)"
+    assert settings_of(conn) == before == (5000, 2)  # 2 = FULL
+    other.execute("ROLLBACK")
+    assert write_now(conn, (0, "g"), [(INSERT, [(1, 0, b"x")])], (1, "h")) is True
+    await sync_wal(str(tmp_path / "audit.db"))
+    assert settings_of(conn) == before
+    assert other.execute("SELECT size, last_hash FROM audit_head").fetchone() == (1, "h")
+    # A moved head writes nothing, on either path.
+    assert write_now(conn, (0, "g"), [(INSERT, [(1, 1, b"y")])], (1, "i")) is False
+    assert write_batch(conn, (0, "g"), [(INSERT, [(1, 1, b"y")])], (1, "i")) is False
+    assert other.execute("SELECT count(*) FROM audit_nodes").fetchone() == (1,)
+
+
+async def test_a_failed_statement_rolls_back_and_restores_the_settings(tmp_path: Path) -> None:
+    conn = fresh(tmp_path)
+    before = settings_of(conn)
+    duplicate = [(INSERT, [(1, 0, b"x"), (1, 0, b"x")])]
+    try:
+        write_now(conn, (0, "g"), duplicate, (2, "h"))
+    except sqlite3.IntegrityError:
+        pass
+    else:
+        raise AssertionError("a duplicate key must fail the batch")
+    assert not conn.in_transaction and settings_of(conn) == before
+    assert conn.execute("SELECT size FROM audit_head").fetchone() == (0,)
+
+
+async def test_the_writer_waits_out_a_short_lock_on_the_driver_thread(tmp_path: Path) -> None:
+    """A lock another process holds for a moment: the batch goes to the driver's thread, which
+    waits for it, and the entries are recorded once, in order."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    engine = make_engine(url)
+    writer = AuditWriter(engine)
+    await writer.start()
+    try:
+        assert writer.writes_on_loop
+        assert await writer.append(entry(0)) == 0
+        locked, release = threading.Event(), threading.Event()
+
+        def hold_lock() -> None:
+            other = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            locked.set()
+            release.wait(5)
+            other.execute("ROLLBACK")
+            other.close()
+
+        holder = threading.Thread(target=hold_lock)
+        holder.start()
+        await asyncio.to_thread(locked.wait, 5)
+        pending = [asyncio.ensure_future(writer.append(entry(n))) for n in range(1, 4)]
+        await asyncio.sleep(0.3)
+        assert not any(p.done() for p in pending), "an entry was acknowledged while the database was locked"
+        release.set()
+        assert sorted(await asyncio.gather(*pending)) == [1, 2, 3]
+        await asyncio.to_thread(holder.join)
+    finally:
+        await writer.close()
+        await engine.dispose()
+    await assert_log_verifies(url, 4)
+
+
+async def test_a_memory_database_is_written_on_the_driver_thread() -> None:
+    engine = make_engine("sqlite:///:memory:")
+    writer = AuditWriter(engine)
+    await writer.start()
+    try:
+        assert not writer.writes_on_loop
+        assert [await writer.append(entry(n)) for n in range(3)] == [0, 1, 2]
+    finally:
+        await writer.close()
+        await engine.dispose()
