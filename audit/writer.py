@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, insert, select, tuple_, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -393,7 +393,9 @@ async def load_frontier(conn: AsyncConnection, size: int) -> Frontier:
 
 
 async def load_nodes(conn: AsyncConnection, keys: list[NodeKey]) -> dict[NodeKey, bytes]:
-    """Fetch node hashes by (level, index); level 0 is a leaf hash."""
+    """Fetch node hashes by (level, index); level 0 is a leaf hash. Two queries whatever the
+    levels (leaves, then inner nodes by (level, idx) pairs): the checkpointer asks for a few
+    dozen nodes every tick."""
     found: dict[NodeKey, bytes] = {}
     leaves = [index for level, index in keys if level == 0]
     inner = [(level, index) for level, index in keys if level > 0]
@@ -401,13 +403,11 @@ async def load_nodes(conn: AsyncConnection, keys: list[NodeKey]) -> dict[NodeKey
         query = select(tables.entries.c.idx, tables.entries.c.leaf_hash).where(tables.entries.c.idx.in_(leaves))
         for row in await conn.execute(query):
             found[(0, int(row.idx))] = bytes(row.leaf_hash)
-    for level in sorted({level for level, _ in inner}):
-        wanted = [index for lvl, index in inner if lvl == level]
-        query = select(tables.nodes.c.idx, tables.nodes.c.hash).where(
-            tables.nodes.c.level == level, tables.nodes.c.idx.in_(wanted)
-        )
+    if inner:
+        n = tables.nodes
+        query = select(n.c.level, n.c.idx, n.c.hash).where(tuple_(n.c.level, n.c.idx).in_(inner))
         for row in await conn.execute(query):
-            found[(level, int(row.idx))] = bytes(row.hash)
+            found[(int(row.level), int(row.idx))] = bytes(row.hash)
     missing = [key for key in keys if key not in found]
     if missing:
         raise AuditUnavailable(f"The audit tree is missing node {missing[0]}; the store is damaged.")
