@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, insert, select, tuple_, update
+from sqlalchemy import Table, insert, select, union_all, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -394,8 +394,7 @@ async def load_frontier(conn: AsyncConnection, size: int) -> Frontier:
 
 async def load_nodes(conn: AsyncConnection, keys: list[NodeKey]) -> dict[NodeKey, bytes]:
     """Fetch node hashes by (level, index); level 0 is a leaf hash. Two queries whatever the
-    levels (leaves, then inner nodes by (level, idx) pairs): the checkpointer asks for a few
-    dozen nodes every tick."""
+    levels (leaves, then inner nodes): the checkpointer asks for a few dozen nodes every tick."""
     found: dict[NodeKey, bytes] = {}
     leaves = [index for level, index in keys if level == 0]
     inner = [(level, index) for level, index in keys if level > 0]
@@ -405,7 +404,11 @@ async def load_nodes(conn: AsyncConnection, keys: list[NodeKey]) -> dict[NodeKey
             found[(0, int(row.idx))] = bytes(row.leaf_hash)
     if inner:
         n = tables.nodes
-        query = select(n.c.level, n.c.idx, n.c.hash).where(tuple_(n.c.level, n.c.idx).in_(inner))
+        # One indexed IN per level, in one statement: a row-value IN on (level, idx) scans in SQLite.
+        parts = [select(n.c.level, n.c.idx, n.c.hash).where(n.c.level == level,
+                                                            n.c.idx.in_([i for lvl, i in inner if lvl == level]))
+                 for level in sorted({level for level, _ in inner})]
+        query = parts[0] if len(parts) == 1 else union_all(*parts)
         for row in await conn.execute(query):
             found[(int(row.level), int(row.idx))] = bytes(row.hash)
     missing = [key for key in keys if key not in found]

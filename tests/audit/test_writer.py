@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from audit import tables
 from audit.chain import verify_chain
@@ -204,3 +204,32 @@ def test_prev_hash_splice_is_the_canonical_encoding(entry: dict[str, Any]) -> No
     body = {k: v for k, v in entry.items() if k != "prev_hash"}
     head, tail = cut_at_prev_hash(body)
     assert head + prev.encode() + tail == canonical_json({**body, "prev_hash": prev})
+
+
+async def test_stored_nodes_are_read_by_index_never_by_a_scan(tmp_path: Path) -> None:
+    """The checkpointer reads a few dozen nodes every tick: each read must seek, not scan the tree."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    engine = make_engine(url)
+    writer = AuditWriter(engine)
+    await writer.start()
+    try:
+        await asyncio.gather(*(writer.append(entry(n)) for n in range(37)))
+    finally:
+        await writer.close()
+    plans: list[str] = []
+    try:
+        async with engine.connect() as conn:
+            statements: list[tuple[str, Any]] = []
+
+            def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+                statements.append((statement, parameters))
+
+            event.listen(conn.sync_connection, "before_cursor_execute", capture)
+            await load_frontier(conn, 37)
+            event.remove(conn.sync_connection, "before_cursor_execute", capture)
+            for statement, parameters in statements:
+                rows = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+                plans.append(" | ".join(str(r[-1]) for r in rows))
+    finally:
+        await engine.dispose()
+    assert plans and not any("SCAN" in plan for plan in plans), plans
