@@ -162,7 +162,7 @@ async def signed_log(url: str, leaves: list[bytes]) -> None:
 
 async def outcomes(url: str) -> list[tuple[int | None, str]]:
     """The verdict in this process alone, and with a worker process over 16-entry chunks."""
-    found = []
+    found: list[tuple[int | None, str]] = []
     for kw in ({"jobs": 1}, {"jobs": 2, "chunk_size": 16, "parallel_from": 0}):
         try:
             found.append((None, await verify_database(url, **kw)))  # type: ignore[arg-type]
@@ -219,3 +219,22 @@ async def test_a_worker_answers_in_order_and_reports_errors(tmp_path: Path) -> N
     finally:
         await worker.close()
     assert worker.proc.returncode == 0
+
+
+async def test_a_worker_that_dies_is_replaced_by_this_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If a worker process dies mid-scan, the whole log is checked again in this process, with the
+    same verdict."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    leaves = chained(entries(70))
+    leaves[50] = leaves[50].replace(b'"kind":"access"', b'"kind":"accesS"')
+    await signed_log(url, leaves)
+    receive = Worker.receive
+
+    async def dying(self: Worker) -> Any:
+        self.proc.kill()
+        return await receive(self)
+
+    monkeypatch.setattr(Worker, "receive", dying)
+    with pytest.raises(VerificationError) as exc:
+        await verify_database(url, jobs=2, chunk_size=16, parallel_from=0)
+    assert exc.value.index == 51 and "prev_hash mismatch" in exc.value.description
