@@ -118,6 +118,8 @@ class AuditWriter:
         self._head_listeners: list[Callable[[TreeHead], None]] = []
         self._direct = engine.dialect.name == "sqlite"  # one transaction per batch on the raw connection
         self._wal_file: str | None = None  # the SQLite file, when batches can be written on the loop
+        self._held: tuple[AsyncConnection, Any, sqlite3.Connection] | None = None  # see _held_connection
+        self._held_pool: object = None  # the engine's pool it came from
         self._idle = asyncio.Event()  # set while nothing is queued or being committed
         self._idle.set()
         self.batches = 0
@@ -146,6 +148,7 @@ class AuditWriter:
         for item in leftover:
             if not item.future.done():
                 item.future.set_exception(AuditUnavailable("The audit log is closed, so nothing can be released."))
+        await self._release_held()
 
     @property
     def writes_on_loop(self) -> bool:
@@ -252,26 +255,53 @@ class AuditWriter:
         linked, tables_rows, last = self._link(batch, self._prev, frontier)
         writes = [(_insert_sql(self._engine.dialect, table), table_rows) for table, table_rows in tables_rows]
         head = (base[0] + len(linked), last)
-        async with self._engine.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-            run, raw = getattr(driver, "_execute", None), getattr(driver, "_conn", None)
-            if run is None or not isinstance(raw, sqlite3.Connection):
-                self._direct = False
-                return False
-            try:
-                wal = self._wal_file
-                done = write_now(raw, base, writes, head) if wal else None
-                if done and wal:
-                    await sync_wal(wal)
-                elif done is None:
-                    done = await run(write_batch, raw, base, writes, head)
-            except sqlite3.Error:
-                await conn.invalidate()  # a fresh connection next time (a read-only or full file may recover)
-                raise
+        held = await self._held_connection()
+        if held is None:
+            self._direct = False
+            return False
+        conn, run, raw = held
+        try:
+            wal = self._wal_file
+            done = write_now(raw, base, writes, head) if wal else None
+            if done and wal:
+                await sync_wal(wal)
+            elif done is None:
+                done = await run(write_batch, raw, base, writes, head)
+        except sqlite3.Error:
+            self._held = None
+            await conn.invalidate()  # a fresh connection next time (a read-only or full file may recover)
+            raise
+        except BaseException:
+            await self._release_held()
+            raise
         if not done:
             return False
         self._committed(linked, base[0], head[0], last, frontier)
         return True
+
+    async def _held_connection(self) -> tuple[AsyncConnection, Any, sqlite3.Connection] | None:
+        """The pooled SQLite connection this writer keeps between batches, with its driver's
+        `_execute` and raw connection (checking one out and back in, with its rollback on the
+        driver's thread, cost more per batch than a small batch's statements). A new one after an
+        error, or once the engine's pool was replaced (`engine.dispose()`); None when the driver
+        is not aiosqlite."""
+        if self._held is not None and self._held_pool is not self._engine.sync_engine.pool:
+            await self._release_held()
+        if self._held is None or self._held[0].closed or self._held[0].invalidated:
+            conn = await self._engine.connect()
+            driver = (await conn.get_raw_connection()).driver_connection
+            run, raw = getattr(driver, "_execute", None), getattr(driver, "_conn", None)
+            if run is None or not isinstance(raw, sqlite3.Connection):
+                await conn.close()
+                return None
+            self._held, self._held_pool = (conn, run, raw), self._engine.sync_engine.pool
+        return self._held
+
+    async def _release_held(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            with contextlib.suppress(SQLAlchemyError, sqlite3.Error, OSError):
+                await held[0].close()
 
     def _committed(self, linked: list[_Pending], size: int, new_size: int, last: str, frontier: Frontier) -> None:
         self._size, self._prev, self._frontier = new_size, last, frontier
@@ -408,8 +438,8 @@ async def load_nodes(conn: AsyncConnection, keys: list[NodeKey]) -> dict[NodeKey
         parts = [select(n.c.level, n.c.idx, n.c.hash).where(n.c.level == level,
                                                             n.c.idx.in_([i for lvl, i in inner if lvl == level]))
                  for level in sorted({level for level, _ in inner})]
-        query = parts[0] if len(parts) == 1 else union_all(*parts)
-        for row in await conn.execute(query):
+        inner_query: Any = parts[0] if len(parts) == 1 else union_all(*parts)
+        for row in await conn.execute(inner_query):
             found[(int(row.level), int(row.idx))] = bytes(row.hash)
     missing = [key for key in keys if key not in found]
     if missing:
