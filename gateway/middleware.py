@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from itertools import chain
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -39,7 +40,8 @@ def check_limits(request: web.Request, limits: ServerSettings) -> None:
     """413 / 414 / 431 before anything else looks at the request."""
     if len(request.raw_path) > limits.max_url_bytes:
         raise RequestTooLarge(f"The URL is longer than {limits.max_url_bytes} bytes.", status=414)
-    header_bytes = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
+    raw_headers = request.raw_headers
+    header_bytes = sum(map(len, chain.from_iterable(raw_headers))) + 4 * len(raw_headers)  # ": " and CRLF
     if header_bytes > limits.max_header_bytes:
         raise RequestTooLarge(f"The request headers exceed {limits.max_header_bytes} bytes.", status=431)
     if request.method in ("GET", "HEAD", "DELETE") and (request.body_exists or (request.content_length or 0) > 0):

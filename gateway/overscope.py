@@ -149,14 +149,17 @@ class Detector:
 
     def _check(self, track: _Track, codes: list[str]) -> Trip | None:
         t = self.thresholds
+        counts = (len(track.denials), len(track.not_found), len(track.sequential), len(track.codes))
+        limits = (t.max_scope_denials, t.max_not_found, t.max_sequential, t.max_distinct_codes)
+        if all(count <= limit for count, limit in zip(counts, limits, strict=True)):
+            return None  # the common case, decided before any text is built
         window = f"{t.window:g} s"
         checks = (
-            ("scope_violations", len(track.denials), t.max_scope_denials,
-             "requests outside its licence (403 insufficient_scope)"),
-            ("enumeration_not_found", len(track.not_found), t.max_not_found, "lookups of unknown codes (404)"),
-            ("enumeration_sequential", len(track.sequential), t.max_sequential,
+            ("scope_violations", counts[0], limits[0], "requests outside its licence (403 insufficient_scope)"),
+            ("enumeration_not_found", counts[1], limits[1], "lookups of unknown codes (404)"),
+            ("enumeration_sequential", counts[2], limits[2],
              f"lookups of codes within {t.sequential_gap} of one already looked up"),
-            ("enumeration_distinct_codes", len(track.codes), t.max_distinct_codes, "distinct codes looked up"),
+            ("enumeration_distinct_codes", counts[3], limits[3], "distinct codes looked up"),
         )
         for kind, count, limit, what in checks:
             if count > limit:
