@@ -68,7 +68,10 @@ class Upstream:
                     raise UpstreamError(f"The public credit store answered {resp.status}.")
                 if resp.content_length is not None and resp.content_length > MAX_UPSTREAM_BYTES:
                     raise UpstreamError("The public credit store's answer is too large.")
-                raw = await _read_bounded(resp, MAX_UPSTREAM_BYTES)
+                if resp.content_length is not None and not resp.headers.get("Content-Encoding"):
+                    raw = await resp.read()  # its length is declared and checked, and the parser enforces it
+                else:  # chunked or compressed: counted as it arrives
+                    raw = await _read_bounded(resp, MAX_UPSTREAM_BYTES)
         except TimeoutError as exc:  # asyncio.TimeoutError and aiohttp's timeouts are TimeoutError
             raise UpstreamTimeout("The public credit store did not answer in time.") from exc
         except aiohttp.ClientError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.config import load_settings
+from gateway.upstream import MAX_UPSTREAM_BYTES
 
 READ_TIMEOUT = 0.3
 Behaviour = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -253,3 +255,40 @@ async def test_large_answer_arriving_in_chunks_is_read_whole(make_gateway: Any, 
     resp = await harness.get(f"/v1/entities/{sample_code}/penalties", await harness.token("op"))
     assert resp.status == 200, await resp.text()
     assert [r["record_id"] for r in (await resp.json())["records"]] == [r["record_id"] for r in records]
+
+
+OVERSIZED = MAX_UPSTREAM_BYTES + 1024
+
+
+async def _declared_too_large(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": str(OVERSIZED)})
+    await resp.prepare(request)
+    await resp.write(b'{"records": [')
+    return resp  # never sends the rest: the gateway must refuse on the header alone
+
+
+async def _chunked_too_large(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await resp.prepare(request)
+    await resp.write(b'{"pad": "')
+    block = b"x" * 65536
+    for _ in range(OVERSIZED // len(block) + 1):
+        await resp.write(block)
+    await resp.write(b'"}')
+    await resp.write_eof()
+    return resp
+
+
+async def _gzip_bomb(request: web.Request) -> web.Response:
+    body = gzip.compress(b'{"pad": "' + b"x" * OVERSIZED + b'"}')  # about 17 kB on the wire
+    return web.Response(body=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+
+
+@pytest.mark.parametrize("behaviour", [_declared_too_large, _chunked_too_large, _gzip_bomb],
+                         ids=["declared", "chunked", "gzip_bomb"])
+async def test_an_answer_over_the_size_limit_is_502(make_gateway: Any, tmp_path: Path, store_that: Any,
+                                                    sample_code: str, behaviour: Behaviour) -> None:
+    """Past 16 MiB, declared up front, streamed without a length or inflated from a small gzip
+    body, the store's answer is refused (502, audited) rather than read into memory."""
+    harness = await gateway_before(make_gateway, tmp_path, await store_that(behaviour))
+    await assert_refused(harness, sample_code, 502, "upstream_error")
