@@ -34,7 +34,7 @@ _MMAP = 1 << 31
 
 
 def _sqlite_rows(path: str, lo: int, hi: int) -> list[Any]:
-    conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, check_same_thread=False)
+    conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
     try:
         conn.execute(f"PRAGMA mmap_size={_MMAP}")
         return conn.execute(QUERY.format(lo="?", hi="?"), (lo, hi)).fetchall()
