@@ -1,8 +1,9 @@
 """The durable, group-committed audit writer.
 
 Rules (the gateway's "no audit, no data" rests on them):
-1. `append(entry)` returns the entry's index only after the transaction holding it has
-   committed (SQLite: WAL with synchronous=FULL; PostgreSQL: a normal commit).
+1. `append(entry)` (and the future of `enqueue(entry)`) gives the entry's index only after the
+   transaction holding it is durable (SQLite: WAL, and either synchronous=FULL or an fsync of
+   the WAL after the commit, see audit/sqlite_batch.py; PostgreSQL: a normal commit).
 2. Entries of concurrent callers are committed together: while one batch is being written the
    next one gathers, so throughput grows with load and each caller still waits for its own.
 3. The chain is extended under the `audit_head` row lock. Several processes may append to one
@@ -11,10 +12,11 @@ Rules (the gateway's "no audit, no data" rests on them):
 4. If a batch fails, every caller in it gets AuditUnavailable and nothing of it is kept in
    memory; the next batch starts from the head in the database.
 
-Speed: what does not depend on the chain (the entry's canonical JSON around its `prev_hash`
-member, its search columns) is prepared by `append` in the caller's task; the batch only splices
-`prev_hash` in, hashes and extends the tree. On SQLite the whole batch transaction is one call on
-the driver's thread (rule 3's head check included), so it overlaps the next batch's preparation.
+Speed: what does not depend on the chain (the entry's canonical JSON cut around its `prev_hash`
+value, its search columns) is prepared by `enqueue` in the caller's task; the batch only splices
+`prev_hash` in, hashes and extends the tree. On SQLite the batch is one transaction (rule 3's
+head check included) on a connection the writer keeps, written on the loop's thread when the
+database is free and synced off it (audit/sqlite_batch.py), else run on the driver's thread.
 """
 
 from __future__ import annotations
