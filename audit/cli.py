@@ -89,7 +89,8 @@ def audit() -> None:
               help="Cosignatures required (N of the --witness keys).")
 @click.option("--checkpoint", "saved", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="A checkpoint saved earlier; the log must still be consistent with it (repeatable).")
-@click.option("--jobs", type=click.IntRange(1, 64), help="Worker processes for --db (default: one per CPU).")
+@click.option("--jobs", type=click.IntRange(1, 64),
+              help="Processes checking --db, this one included (default: one per CPU).")
 @CLIENT_ID
 @CLIENT_SECRET
 def audit_verify(url: str | None, db: str | None, bundle_path: Path | None, keys: tuple[str, ...],
