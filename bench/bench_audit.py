@@ -8,10 +8,11 @@
    released-record digests), chained, with the tree nodes, the search index rows and a signed
    checkpoint every 4,096 entries; also loaded into a fresh PostgreSQL database when one is
    reachable (127.0.0.1:5432, as the tests use).
-2. append: the group-commit writer (AuditWriter, SQLite WAL, synchronous=FULL; 2,048 concurrent
-   appenders) against raw batched inserts of the same rows (sqlite3 executemany, same schema,
-   same batch size, same durability, a commit per batch), in alternating rounds; the median ratio
-   is held against the bar 0.5.
+2. append: the group-commit writer (AuditWriter on SQLite WAL, each batch durable before any
+   caller hears of it: one fsync of the WAL per batch; 2,048 concurrent appenders) against raw
+   batched inserts of the same rows (sqlite3 executemany, same schema, same batch size,
+   synchronous=FULL, a commit per batch), in alternating rounds, with the process's heap settled
+   as a serving gateway settles it (gc.freeze); the median ratio is held against the bar 0.5.
 3. verify: `audit verify --db` on the N-entry log (this process and worker processes; bar 200,000
    entries/s), with the CPU time it took per entry (this process and its reaped workers).
 4. search: "who accessed company X in the last 6 months" for 200 random companies through
@@ -30,6 +31,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import gc
 import hashlib
 import json
 import os
@@ -258,12 +260,22 @@ def bench_append(directory: Path, count: int, rounds: int, codes: list[str]) -> 
     entries = [make_entry(n, count, codes, rng) for n in range(count)]
     prepared = raw_rows(entries)
     writer_rates, raw_rates, ratios = [], [], []
-    for _ in range(rounds):
-        w = asyncio.run(writer_append(fresh_db(directory, "append-writer.db"), entries, 1024, 2048))
-        r = raw_insert(fresh_db(directory, "append-raw.db"), prepared, 1024)
-        writer_rates.append(w)
-        raw_rates.append(r)
-        ratios.append(w / r)
+    # The process as a serving gateway runs it (gateway.app.settle_heap): what exists before the
+    # run, here the 30,000 entries and their prepared rows, is kept out of the cyclic GC's walks.
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(5000, 10, 10)
+    try:
+        for _ in range(rounds):
+            w = asyncio.run(writer_append(fresh_db(directory, "append-writer.db"), entries, 1024, 2048))
+            r = raw_insert(fresh_db(directory, "append-raw.db"), prepared, 1024)
+            writer_rates.append(w)
+            raw_rates.append(r)
+            ratios.append(w / r)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
     return {"entries": count, "rounds": rounds, "writer_per_s": round(statistics.median(writer_rates)),
             "raw_per_s": round(statistics.median(raw_rates)), "ratio": round(statistics.median(ratios), 3),
             "ratios": [round(x, 3) for x in ratios], "bar": BARS["append_ratio"]}
