@@ -82,6 +82,20 @@ def _prepare(entry: dict[str, Any], future: asyncio.Future[int]) -> _Pending:
     return _Pending(body, future, head, tail, columns, codes, released)
 
 
+def _prepare_all(queued: list[tuple[dict[str, Any], asyncio.Future[int]]]) -> list[_Pending]:
+    """Prepare a batch in one loop (one pass keeps the encoder hot in the caches, where a call per
+    request ran among the rest of each request's work); an entry that cannot be recorded fails
+    its own caller only."""
+    batch: list[_Pending] = []
+    for entry, future in queued:
+        try:
+            batch.append(_prepare(entry, future))
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            if not future.done():
+                future.set_exception(AuditUnavailable(f"The audit entry cannot be recorded ({type(exc).__name__})."))
+    return batch
+
+
 _PREV_MEMBER = b'"prev_hash":"'
 _MARKED = _PREV_MEMBER + GENESIS_PREV.encode("ascii") + b'"'
 
@@ -111,7 +125,7 @@ class AuditWriter:
     def __init__(self, engine: AsyncEngine, *, max_batch: int = 1024) -> None:
         self._engine = engine
         self._max_batch = max_batch
-        self._pending: list[_Pending] = []
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[int]]] = []  # prepared by the batch
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._size = -1  # unknown until the first batch reads the head
@@ -147,9 +161,9 @@ class AuditWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         leftover, self._pending = self._pending, []
-        for item in leftover:
-            if not item.future.done():
-                item.future.set_exception(AuditUnavailable("The audit log is closed, so nothing can be released."))
+        for _, future in leftover:
+            if not future.done():
+                future.set_exception(AuditUnavailable("The audit log is closed, so nothing can be released."))
         await self._release_held()
 
     @property
@@ -167,17 +181,14 @@ class AuditWriter:
 
     def enqueue(self, entry: dict[str, Any]) -> asyncio.Future[int]:
         """Queue `entry`: the future resolves to its index once it is durable, or fails with
-        AuditUnavailable. Raises AuditUnavailable at once for an entry that cannot be recorded.
-        A caller that must not lose its entry when cancelled shields the future (a plain future
-        costs less to shield than a coroutine, which would need a task of its own)."""
+        AuditUnavailable (this entry alone, if it cannot be recorded). The entry must not change
+        until then: the batch prepares it. A caller that must not lose its entry when cancelled
+        shields the future (a plain future costs less to shield than a coroutine, which would
+        need a task of its own)."""
         if self._task is None or self._task.done():
             raise AuditUnavailable("The audit log is not running, so nothing can be released.")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        try:
-            pending = _prepare(entry, future)
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise AuditUnavailable(f"The audit entry cannot be recorded ({type(exc).__name__}).") from None
-        self._pending.append(pending)
+        self._pending.append((entry, future))
         if len(self._pending) == 1:
             self._idle.clear()
             self._wakeup.set()
@@ -188,9 +199,11 @@ class AuditWriter:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
-                batch = self._pending[: self._max_batch]
+                queued = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-                await self._commit_batch(batch)
+                batch = _prepare_all(queued)
+                if batch:
+                    await self._commit_batch(batch)
             self._idle.set()
 
     async def _commit_batch(self, batch: list[_Pending]) -> None:
