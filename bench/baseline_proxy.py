@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,11 @@ async def serve(upstream: str, host: str, port: int, port_file: Path | None) -> 
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
+    # Settled like the gateway (gateway.app.settle_heap): the comparison is of the work per
+    # request, not of garbage-collector settings.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(5000, 10, 10)
     server: Any = site._server
     bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
     if port_file is not None:
