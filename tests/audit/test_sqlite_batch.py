@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from audit.sqlite_batch import sync_wal, write_batch, write_now
 from audit.writer import AuditWriter
 from credcore.db import make_engine
@@ -58,12 +60,8 @@ async def test_a_failed_statement_rolls_back_and_restores_the_settings(tmp_path:
     conn = fresh(tmp_path)
     before = settings_of(conn)
     duplicate = [(INSERT, [(1, 0, b"x"), (1, 0, b"x")])]
-    try:
+    with pytest.raises(sqlite3.IntegrityError):
         write_now(conn, (0, "g"), duplicate, (2, "h"))
-    except sqlite3.IntegrityError:
-        pass
-    else:
-        raise AssertionError("a duplicate key must fail the batch")
     assert not conn.in_transaction and settings_of(conn) == before
     assert conn.execute("SELECT size FROM audit_head").fetchone() == (0,)
 
