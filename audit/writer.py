@@ -71,7 +71,8 @@ def _ts_us(entry: dict[str, Any]) -> int:
 
 def _prepare(entry: dict[str, Any], future: asyncio.Future[int]) -> _Pending:
     """Encode the entry around its future `prev_hash` value and read its search columns; raises
-    (KeyError, TypeError, ValueError, OverflowError) for an entry that cannot be recorded."""
+    (KeyError, TypeError, ValueError, OverflowError, or RecursionError for absurd nesting) for an
+    entry that cannot be recorded."""
     body = {k: v for k, v in entry.items() if k != "prev_hash"}
     head, tail = cut_at_prev_hash(body)
     client = entry.get("client_id")
@@ -90,7 +91,9 @@ def _prepare_all(queued: list[tuple[dict[str, Any], asyncio.Future[int]]]) -> li
     for entry, future in queued:
         try:
             batch.append(_prepare(entry, future))
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        except Exception as exc:  # whatever one entry holds, it must not stop the log for the others
+            if not isinstance(exc, (KeyError, TypeError, ValueError, OverflowError)):
+                log.exception("audit log: an entry could not be prepared")
             if not future.done():
                 future.set_exception(AuditUnavailable(f"The audit entry cannot be recorded ({type(exc).__name__})."))
     return batch
@@ -148,6 +151,17 @@ class AuditWriter:
             if self._direct:
                 self._wal_file = await conn.run_sync(lambda sync: _wal_database(sync.connection.dbapi_connection))
         self._task = asyncio.create_task(self._run(), name="audit-writer")
+        self._task.add_done_callback(self._stopped)
+
+    def _stopped(self, task: asyncio.Task[None]) -> None:
+        """Should the writer ever stop (closed, or a bug), nobody waits for it in vain: what is
+        queued fails with AuditUnavailable, and `enqueue` refuses from now on."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("audit log: the writer stopped", exc_info=task.exception())
+        leftover, self._pending = self._pending, []
+        for _, future in leftover:
+            if not future.done():
+                future.set_exception(AuditUnavailable("The audit log stopped, so nothing can be released."))
 
     async def close(self) -> None:
         # Drain what is queued and what is being committed: callers are waiting for it and data
@@ -201,9 +215,14 @@ class AuditWriter:
             while self._pending:
                 queued = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-                batch = _prepare_all(queued)
-                if batch:
-                    await self._commit_batch(batch)
+                try:
+                    batch = _prepare_all(queued)
+                    if batch:
+                        await self._commit_batch(batch)
+                finally:  # a safety net: every caller of the batch hears an answer, whatever stopped it
+                    for _, future in queued:
+                        if not future.done():
+                            future.set_exception(AuditUnavailable("The audit log failed; nothing is released."))
             self._idle.set()
 
     async def _commit_batch(self, batch: list[_Pending]) -> None:

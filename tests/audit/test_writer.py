@@ -87,19 +87,23 @@ async def test_concurrent_appends_get_consecutive_indices_in_fewer_batches(tmp_p
 
 
 async def test_entry_that_cannot_be_recorded_fails_only_its_caller(tmp_path: Path) -> None:
-    """An entry with no time or a NaN is refused alone; its batch-mates are recorded."""
+    """An entry with no time, a NaN or absurd nesting is refused alone; its batch-mates are
+    recorded, and the writer goes on."""
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     engine = make_engine(url)
     writer = AuditWriter(engine)
     await writer.start()
     bad_time = {k: v for k, v in entry(1).items() if k != "time"}
+    nested: dict[str, Any] = {}
+    for _ in range(100_000):
+        nested = {"n": nested}
     try:
         results = await asyncio.gather(
             writer.append(entry(0)), writer.append(bad_time), writer.append(entry(2, score=math.nan)),
-            writer.append(entry(3)), return_exceptions=True,
+            writer.append(entry(3)), writer.append(entry(5, detail=nested)), return_exceptions=True,
         )
         assert results[0] == 0 and results[3] == 1
-        assert isinstance(results[1], AuditUnavailable) and isinstance(results[2], AuditUnavailable)
+        assert all(isinstance(results[i], AuditUnavailable) for i in (1, 2, 4)), results
         assert await writer.append(entry(4)) == 2
     finally:
         await writer.close()
