@@ -88,6 +88,26 @@ async def store_url(dataset: Dataset) -> AsyncIterator[str]:
     await server.close()
 
 
+ServeApp = Callable[[web.Application], Awaitable[str]]
+
+
+@pytest.fixture
+async def serve_app() -> AsyncIterator[ServeApp]:
+    """serve(app) -> the base URL of `app` running on loopback (a store or a partner that behaves
+    as a test says); every one is closed after the test."""
+    servers: list[TestServer] = []
+
+    async def serve(app: web.Application) -> str:
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("")).rstrip("/")
+
+    yield serve
+    for server in servers:
+        await server.close()
+
+
 OPERATOR_LICENCE: dict[str, Any] = {
     "datasets": {
         "entities": "*",

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from credcore.clock import FixedClock
 from crosstab.exchange import RetryPolicy
@@ -17,6 +16,7 @@ from crosstab.outbox import evaluation
 from crosstab.partner_http import Timeouts
 from crosstab.runtime import CrosstabRuntime
 from gateway.crosstab_api import CROSSTAB
+from tests.conftest import ServeApp
 from tests.crosstab.partner_kit import T0, GatewayKit, PartnerKit, uscc
 
 SH, JS = "310000", "320000"
@@ -107,10 +107,8 @@ async def test_every_sync_page_is_audited_on_both_sides(two: tuple[GatewayKit, G
 
 
 @pytest.fixture
-async def fake_partner() -> AsyncIterator[Callable[..., Any]]:
+def fake_partner(serve_app: ServeApp) -> Callable[..., Any]:
     """start(outbox_handler) -> base URL of a partner gateway whose outbox does what the test says."""
-    servers: list[TestServer] = []
-
     async def start(outbox: Callable[[web.Request], Any]) -> str:
         async def token(_request: web.Request) -> web.Response:
             return web.json_response({"access_token": "t", "token_type": "Bearer", "expires_in": 300})
@@ -118,14 +116,9 @@ async def fake_partner() -> AsyncIterator[Callable[..., Any]]:
         app = web.Application()
         app.router.add_post("/oauth/token", token)
         app.router.add_get("/crosstab/v1/outbox", outbox)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return str(server.make_url("")).rstrip("/")
+        return await serve_app(app)
 
-    yield start
-    for server in servers:
-        await server.close()
+    return start
 
 
 async def _linked(make_gateway: Any, url: str) -> GatewayKit:

@@ -8,16 +8,15 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import rfc8785
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from credcore.codes import resident_id_check_char, uscc_check_char
-from tests.conftest import OPERATOR_LICENCE
+from tests.conftest import OPERATOR_LICENCE, ServeApp
 
 NARROW_FIELDS = ["record_id", "uscc", "decision_number", "decision_date", "penalty_content"]
 NARROW = {**OPERATOR_LICENCE, "datasets": {"penalties": NARROW_FIELDS}}
@@ -95,9 +94,8 @@ async def test_id_numbers_never_leave_the_real_store(gateway: Any, dataset: Any,
 
 
 @pytest.fixture
-async def crafted_store() -> AsyncIterator[Callable[[dict[str, Any]], Awaitable[str]]]:
+def crafted_store(serve_app: ServeApp) -> Callable[[dict[str, Any]], Awaitable[str]]:
     """A store on loopback that answers every /v1 request with one fixed JSON body."""
-    servers: list[TestServer] = []
 
     async def start(body: dict[str, Any]) -> str:
         async def answer(_request: web.Request) -> web.Response:
@@ -105,14 +103,9 @@ async def crafted_store() -> AsyncIterator[Callable[[dict[str, Any]], Awaitable[
 
         app = web.Application()
         app.router.add_get("/v1/{tail:.*}", answer)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return str(server.make_url("")).rstrip("/")
+        return await serve_app(app)
 
-    yield start
-    for server in servers:
-        await server.close()
+    return start
 
 
 async def test_id_numbers_in_free_text_are_masked_and_codes_kept(make_gateway: Any, crafted_store: Any) -> None:

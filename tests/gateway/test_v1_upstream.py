@@ -17,31 +17,25 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from gateway.config import load_settings
 from gateway.upstream import MAX_UPSTREAM_BYTES
+from tests.conftest import ServeApp
 
 READ_TIMEOUT = 0.3
 Behaviour = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @pytest.fixture
-async def store_that() -> AsyncIterator[Callable[[Behaviour], Awaitable[str]]]:
+def store_that(serve_app: ServeApp) -> Callable[[Behaviour], Awaitable[str]]:
     """A factory of stores on loopback that answer every /v1 request with `behaviour`."""
-    servers: list[TestServer] = []
 
     async def start(behaviour: Behaviour) -> str:
         app = web.Application()
         app.router.add_get("/v1/{tail:.*}", behaviour)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return str(server.make_url("")).rstrip("/")
+        return await serve_app(app)
 
-    yield start
-    for server in servers:
-        await server.close()
+    return start
 
 
 class RawStore:
