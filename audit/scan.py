@@ -110,9 +110,11 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
 
 
 def _picklable(value: object) -> bool:
+    """Whether an exception survives the trip to the parent; one that does not is sent as a
+    RuntimeError with its repr, so the parent still fails the check (never passes it)."""
     try:
         pickle.loads(pickle.dumps(value))
-    except Exception:
+    except Exception:  # any pickling failure means "send the repr instead"
         return False
     return True
 

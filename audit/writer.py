@@ -53,10 +53,9 @@ class TreeHead:
 
 @dataclass
 class _Pending:
-    entry: dict[str, Any]
     future: asyncio.Future[int]
-    # Everything that does not depend on the chain is prepared by `enqueue`, in the caller's task,
-    # so that a batch spends only the linking (prev_hash splice, hashes) in the writer.
+    # Everything that does not depend on the chain is prepared first (`_prepare_all`), so that
+    # linking a batch is only the prev_hash splice, the hashes and the tree.
     head: bytes = b'{"prev_hash":"'  # the leaf up to the prev_hash value ...
     tail: bytes = b'"}'  # ... and after it
     columns: tuple[int, str | None, str, int, str] = (0, None, "", 0, "access")  # ts_us, client, decision...
@@ -73,14 +72,13 @@ def _prepare(entry: dict[str, Any], future: asyncio.Future[int]) -> _Pending:
     """Encode the entry around its future `prev_hash` value and read its search columns; raises
     (KeyError, TypeError, ValueError, OverflowError, or RecursionError for absurd nesting) for an
     entry that cannot be recorded."""
-    body = {k: v for k, v in entry.items() if k != "prev_hash"}
-    head, tail = cut_at_prev_hash(body)
+    head, tail = cut_at_prev_hash(entry)  # any prev_hash the caller put in is replaced
     client = entry.get("client_id")
     columns = (_ts_us(entry), None if client is None else str(client), str(entry.get("decision", "")),
                int(entry.get("status") or 0), str(entry.get("kind", "access")))
     codes = tuple(sorted({str(code) for code in entry.get("uscc") or ()}))
     released = tuple((r["pos"], r["sha256"], r["record_id"]) for r in record_index_rows(0, entry.get("records")))
-    return _Pending(body, future, head, tail, columns, codes, released)
+    return _Pending(future, head, tail, columns, codes, released)
 
 
 def _prepare_all(queued: list[tuple[dict[str, Any], asyncio.Future[int]]]) -> list[_Pending]:
@@ -104,8 +102,8 @@ _MARKED = _PREV_MEMBER + GENESIS_PREV.encode("ascii") + b'"'
 
 
 def cut_at_prev_hash(body: dict[str, Any]) -> tuple[bytes, bytes]:
-    """The RFC 8785 form of `body` with a `prev_hash` member, cut around that member's value:
-    `head + prev + tail` is then the leaf for any `prev`. One encoding with a placeholder; the
+    """The RFC 8785 form of `body` with its `prev_hash` member (set, or replaced), cut around that
+    member's value: `head + prev + tail` is then the leaf for any `prev`. One encoding with a placeholder; the
     byte pattern can only be a member (a quote inside a string is escaped), and if a nested
     object holds the same member the halves are encoded apart: JCS writes sorted members one
     after another, so the splice is exact either way."""
@@ -379,7 +377,6 @@ class AuditWriter:
             idx = frontier.size
             ts_us = item.columns[0]
             rows.append((idx, leaf, digest, *item.columns))
-            item.entry["prev_hash"] = prev
             node_rows += frontier.append(digest)[1:]  # level 0 is the leaf hash, kept in audit_entries
             subject_rows += [(code, idx, ts_us) for code in item.codes]
             record_rows += [(idx, pos, sha, rid) for pos, sha, rid in item.released]

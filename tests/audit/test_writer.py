@@ -208,6 +208,7 @@ def test_prev_hash_splice_is_the_canonical_encoding(entry: dict[str, Any]) -> No
     body = {k: v for k, v in entry.items() if k != "prev_hash"}
     head, tail = cut_at_prev_hash(body)
     assert head + prev.encode() + tail == canonical_json({**body, "prev_hash": prev})
+    assert cut_at_prev_hash(entry) == (head, tail)  # a prev_hash the caller put in is replaced
 
 
 async def test_stored_nodes_are_read_by_index_never_by_a_scan(tmp_path: Path) -> None:
