@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from audit import tables
 from audit.chain import encode_entry
 from audit.rfc9162 import Frontier, leaf_hash
-from audit.sqlite_batch import in_wal_mode, sync_wal, write_batch, write_now
+from audit.sqlite_batch import WalSync, in_wal_mode, write_batch, write_now
 from credcore.errors import AuditUnavailable
 
 GENESIS_PREV = "0" * 64
@@ -134,7 +134,7 @@ class AuditWriter:
         self._frontier = Frontier()  # the right edge of the tree, to link and hash appends
         self._head_listeners: list[Callable[[TreeHead], None]] = []
         self._direct = engine.dialect.name == "sqlite"  # one transaction per batch on the raw connection
-        self._wal_file: str | None = None  # the SQLite file, when batches can be written on the loop
+        self._wal_sync: WalSync | None = None  # the SQLite file's, when batches can be written on the loop
         self._held: tuple[AsyncConnection, Any, sqlite3.Connection] | None = None  # see _held_connection
         self._held_pool: object = None  # the engine's pool it came from
         self._idle = asyncio.Event()  # set while nothing is queued or being committed
@@ -147,7 +147,8 @@ class AuditWriter:
             if (await conn.execute(select(tables.head.c.size))).first() is None:
                 await conn.execute(insert(tables.head).values(id=1, size=0, last_hash=GENESIS_PREV))
             if self._direct:
-                self._wal_file = await conn.run_sync(lambda sync: _wal_database(sync.connection.dbapi_connection))
+                path = await conn.run_sync(lambda sync: _wal_database(sync.connection.dbapi_connection))
+                self._wal_sync = WalSync(path) if path else None
         self._task = asyncio.create_task(self._run(), name="audit-writer")
         self._task.add_done_callback(self._stopped)
 
@@ -181,7 +182,7 @@ class AuditWriter:
     @property
     def writes_on_loop(self) -> bool:
         """Whether batches are written on the event loop's thread (a SQLite file in WAL mode)."""
-        return self._wal_file is not None
+        return self._wal_sync is not None
 
     def on_head(self, listener: Callable[[TreeHead], None]) -> None:
         """Call `listener` with the new tree head after each committed batch."""
@@ -278,7 +279,7 @@ class AuditWriter:
     async def _commit_direct(self, batch: list[_Pending]) -> bool:
         """SQLite: link on the head this writer last committed and write the batch in one
         transaction on the pooled connection: on the loop's thread when the database is free
-        (audit/sqlite_batch.py: no lock wait, one fsync of the WAL off the loop), else as ONE call
+        (audit/sqlite_batch.py: no lock wait, then one fsync of the WAL), else as ONE call
         on the connection's own thread (aiosqlite), which waits out the busy timeout. False when
         the head moved (another process appended) or the driver is not aiosqlite: the general
         path then re-reads the head and links again."""
@@ -293,10 +294,10 @@ class AuditWriter:
             return False
         conn, run, raw = held
         try:
-            wal = self._wal_file
-            done = write_now(raw, base, writes, head) if wal else None
-            if done and wal:
-                await sync_wal(wal)
+            sync = self._wal_sync
+            done = write_now(raw, base, writes, head) if sync else None
+            if done and sync:
+                await sync()
             elif done is None:
                 done = await run(write_batch, raw, base, writes, head)
         except sqlite3.Error:

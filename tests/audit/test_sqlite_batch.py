@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from audit.sqlite_batch import sync_wal, write_batch, write_now
+from audit.sqlite_batch import WalSync, write_batch, write_now
 from audit.writer import AuditWriter
 from credcore.db import make_engine
 from tests.audit.test_writer import assert_log_verifies, entry
@@ -47,7 +47,7 @@ async def test_a_busy_database_answers_at_once_and_the_settings_stay(tmp_path: P
     assert settings_of(conn) == before == (5000, 2)  # 2 = FULL
     other.execute("ROLLBACK")
     assert write_now(conn, (0, "g"), [(INSERT, [(1, 0, b"x")])], (1, "h")) is True
-    await sync_wal(str(tmp_path / "audit.db"))
+    await WalSync(str(tmp_path / "audit.db"))()
     assert settings_of(conn) == before
     assert other.execute("SELECT size, last_hash FROM audit_head").fetchone() == (1, "h")
     # A moved head writes nothing, on either path.
@@ -111,3 +111,48 @@ async def test_a_memory_database_is_written_on_the_driver_thread() -> None:
     finally:
         await writer.close()
         await engine.dispose()
+
+
+class ScriptedDisk:
+    """An fsync that records the thread it ran on and takes the scripted time (a fake timer)."""
+
+    def __init__(self, durations: list[float]) -> None:
+        self.durations = durations
+        self.now = 0.0
+        self.threads: list[str] = []
+
+    def timer(self) -> float:
+        return self.now
+
+    def fsync(self, path: str) -> None:
+        assert path.endswith("audit.db-wal")
+        self.threads.append(threading.current_thread().name)
+        self.now += self.durations[len(self.threads) - 1]
+
+
+async def test_syncs_stay_on_the_loop_while_quick_and_move_to_a_thread_while_slow(tmp_path: Path) -> None:
+    # Quick syncs (0.3 ms), then a slow disk (20 ms each), then quick again.
+    disk = ScriptedDisk([0.0003] * 3 + [0.020] * 6 + [0.0003] * 40)
+    sync = WalSync(str(tmp_path / "audit.db"), slow=0.002, timer=disk.timer, fsync=disk.fsync)
+    loop_thread = threading.current_thread().name
+    for _ in disk.durations:
+        await sync()
+    on_loop = [name == loop_thread for name in disk.threads]
+    assert on_loop[:4] == [True] * 4  # the first slow sync is met on the loop: nothing said it would be slow
+    assert not any(on_loop[5:9]), "syncs stayed on the loop while the disk was slow"
+    assert on_loop[-10:] == [True] * 10, "syncs never came back to the loop once the disk was quick"
+    assert sync.inline
+
+
+async def test_a_failed_sync_raises_on_either_path(tmp_path: Path) -> None:
+    def refuse(path: str) -> None:
+        raise OSError(5, "Input/output error")
+
+    quick = WalSync(str(tmp_path / "audit.db"), fsync=refuse)
+    with pytest.raises(OSError):
+        await quick()
+    slow = WalSync(str(tmp_path / "audit.db"), fsync=refuse)
+    slow.typical = 1.0
+    assert not slow.inline
+    with pytest.raises(OSError):
+        await slow()
