@@ -195,9 +195,9 @@ class AuditWriter:
     def enqueue(self, entry: dict[str, Any]) -> asyncio.Future[int]:
         """Queue `entry`: the future resolves to its index once it is durable, or fails with
         AuditUnavailable (this entry alone, if it cannot be recorded). The entry must not change
-        until then: the batch prepares it. A caller that must not lose its entry when cancelled
-        shields the future (a plain future costs less to shield than a coroutine, which would
-        need a task of its own)."""
+        until then: the batch prepares it. Cancelling the future does not withdraw the entry: it
+        is recorded all the same (a handler cancelled by a client's hang-up leaves no request
+        half-recorded)."""
         if self._task is None or self._task.done():
             raise AuditUnavailable("The audit log is not running, so nothing can be released.")
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()

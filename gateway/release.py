@@ -6,8 +6,9 @@ This module is the only place that answers a /v1 request, allowed or denied. Rul
    returned the entry's index, i.e. after the entry is durable.
 2. If the append fails, the answer is 503 `audit_unavailable` with no data and no
    `Audit-Entry` (there is no entry to point at).
-3. The append is shielded: an operator that disconnects mid-request cancels its handler, but
-   never its audit entry, so no request is left half-recorded.
+3. An operator that disconnects mid-request may cancel its handler, but never its audit entry:
+   the entry is queued before the handler waits, and the writer records every queued entry
+   whether or not anyone still waits for it, so no request is left half-recorded.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ class AuditSink(Protocol):
 
 class ReleaseSink(Protocol):
     """What `release` needs of the audit writer (audit/writer.py): queue an entry, get a future
-    that resolves to its index once the entry is durable."""
+    that resolves to its index once the entry is durable. The entry is recorded even if the
+    future is cancelled."""
 
     def enqueue(self, entry: dict[str, Any]) -> asyncio.Future[int]: ...
 
@@ -122,7 +124,7 @@ async def release(
     entry = record.entry(time=rfc3339(clock.now()), status=status, body=body,
                          error=error.code if error else None)
     try:
-        index = await asyncio.shield(sink.enqueue(entry))
+        index = await sink.enqueue(entry)  # cancelling this wait leaves the entry queued (rule 3)
     except AuditUnavailable as exc:
         return error_response(exc)
     out = dict(headers or {})

@@ -23,8 +23,10 @@ from audit.rfc9162 import root_from_hashes
 from audit.verify import verify_database
 from audit.writer import AuditWriter, cut_at_prev_hash, load_frontier
 from credcore.canonical import canonical_json
+from credcore.clock import SystemClock
 from credcore.db import make_engine
 from credcore.errors import AuditUnavailable
+from gateway.release import AccessRecord, release
 
 ORIGIN = "credgate.test/audit"
 T0 = dt.datetime(2026, 3, 2, 1, 0, tzinfo=dt.UTC)
@@ -238,3 +240,25 @@ async def test_stored_nodes_are_read_by_index_never_by_a_scan(tmp_path: Path) ->
     finally:
         await engine.dispose()
     assert plans and not any("SCAN" in plan for plan in plans), plans
+
+
+async def test_a_release_cancelled_while_waiting_still_records_its_entry(tmp_path: Path) -> None:
+    """aiohttp may cancel a handler whose client hung up: the wait ends, the entry does not."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    engine = make_engine(url)
+    writer = AuditWriter(engine)
+    await writer.start()
+    try:
+        record = AccessRecord(method="GET", path="/v1/entities/x", query="")
+        handler = asyncio.ensure_future(release(writer, SystemClock(), record, status=200, body=b"{}"))
+        await asyncio.sleep(0)  # the handler runs up to its wait: the entry is queued
+        handler.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await handler
+        assert await writer.append(entry(1)) == 1, "the cancelled request's entry did not take index 0"
+    finally:
+        await writer.close()
+        await engine.dispose()
+    leaves = await leaves_of(url)
+    assert b'"path":"/v1/entities/x"' in leaves[0]
+    await assert_log_verifies(url, 2)
