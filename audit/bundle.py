@@ -40,6 +40,7 @@ from audit.keys import LogKey, load_keys, verify_checkpoint_at
 from audit.reader import AuditReader
 from audit.rfc9162 import leaf_hash, verify_consistency, verify_inclusion
 from credcore.clock import rfc3339
+from credcore.db import reading
 from credcore.errors import ConfigError, InvalidParameter, VerificationError
 
 FORMAT = "credgate-audit-bundle/v1"
@@ -68,7 +69,7 @@ async def export_bundle(engine: AsyncEngine, start: int, end: int) -> dict[str, 
         raise InvalidParameter("to", f"a bundle holds at most {MAX_ENTRIES} entries; export several ranges.")
     reader = AuditReader(engine)
     c = tables.checkpoints
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         history = (await conn.execute(select(c.c.size, c.c.note, c.c.ts_us).order_by(c.c.size))).all()
         keys = await load_keys(conn)
         origin = (await conn.execute(select(tables.keys.c.name).limit(1))).scalar()

@@ -38,6 +38,7 @@ from audit.note import NoteSigner, generate_signer
 from audit.rfc9162 import NodeGetter, consistency_proof_from_nodes, verify_consistency
 from audit.writer import TreeHead, load_frontier, load_nodes, needed_nodes
 from credcore.clock import Clock, system_clock
+from credcore.db import reading
 from credcore.errors import CredgateError, VerificationError
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ class Checkpointer:
 
     async def sign_latest(self, *, cosign: bool = True) -> SignedCheckpoint:
         async with self._lock:
-            async with self._engine.connect() as conn:
+            async with reading(self._engine) as conn:
                 size = int((await conn.execute(select(tables.head.c.size).where(tables.head.c.id == 1))).scalar_one())
                 if self._latest is not None and self._latest.size == size:
                     return self._latest
@@ -223,7 +224,7 @@ class Checkpointer:
                             size=size, root=root, note=note, ts_us=int(self._clock.time() * 1_000_000)))
                     stored = SignedCheckpoint(size, root, note)
                 except IntegrityError:  # another gateway process signed this size first: serve theirs
-                    async with self._engine.connect() as conn:
+                    async with reading(self._engine) as conn:
                         row = (await conn.execute(select(tables.checkpoints.c.note)
                                                   .where(tables.checkpoints.c.size == size))).one()
                     stored = SignedCheckpoint(size, root, str(row.note))

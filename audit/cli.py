@@ -240,7 +240,7 @@ def audit_export(start: int, end: int, db: str, output: Path) -> None:
 def audit_rotate_key(db: str, origin: str, finish: bool) -> None:
     """Start a key rotation (a new key signs beside the old), or finish it (retire the old)."""
     from audit.keys import finish_rotation, history_json, load_keys, start_rotation
-    from credcore.db import make_engine
+    from credcore.db import make_engine, reading
 
     async def rotate() -> dict[str, Any]:
         engine = make_engine(db)
@@ -249,7 +249,7 @@ def audit_rotate_key(db: str, origin: str, finish: bool) -> None:
                 await finish_rotation(engine, origin)
             else:
                 await start_rotation(engine, origin)
-            async with engine.connect() as conn:
+            async with reading(engine) as conn:
                 return history_json(await load_keys(conn), origin)
         finally:
             await engine.dispose()

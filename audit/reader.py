@@ -31,6 +31,7 @@ from audit import tables
 from audit.logcheck import as_bytes
 from audit.rfc9162 import consistency_proof_from_nodes, inclusion_proof_from_nodes
 from audit.writer import NodeKey, needed_nodes
+from credcore.db import reading
 from credcore.errors import AuditUnavailable, InvalidParameter, NotFound
 
 MAX_ENTRIES = 1000
@@ -108,7 +109,7 @@ class AuditReader:
         self._known_size = 0
 
     async def size(self) -> int:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             size = int((await conn.execute(select(tables.head.c.size).where(tables.head.c.id == 1))).scalar_one())
         self._known_size = max(self._known_size, size)
         return size
@@ -131,17 +132,17 @@ class AuditReader:
                                           "entries are returned at once.")
         e = tables.entries
         query = select(e.c.idx, e.c.leaf, e.c.leaf_hash).where(e.c.idx >= start, e.c.idx < end).order_by(e.c.idx)
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             return [(int(r.idx), as_bytes(r.leaf), as_bytes(r.leaf_hash) or b"") for r in await conn.execute(query)]
 
     async def latest_checkpoint_note(self) -> str | None:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             c = tables.checkpoints
             row = (await conn.execute(select(c.c.note).order_by(c.c.size.desc()).limit(1))).first()
         return str(row.note) if row else None
 
     async def checkpoints(self) -> list[tuple[int, bytes, str]]:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = await conn.execute(
                 select(tables.checkpoints.c.size, tables.checkpoints.c.root, tables.checkpoints.c.note).order_by(
                     tables.checkpoints.c.size
@@ -183,7 +184,7 @@ class AuditReader:
             else:
                 sql = f"SELECT hash FROM audit_nodes WHERE level = {int(level)} AND idx >= {{}} AND idx < {{}} "
                 sql += "ORDER BY idx"
-            async with self._engine.connect() as conn:
+            async with reading(self._engine) as conn:
                 for lo in range(start, upto, DENSE_CHUNK):
                     hi = min(lo + DENSE_CHUNK, upto)
                     hashes = (await conn.exec_driver_sql(sql.format(int(lo), int(hi)))).scalars().all()
@@ -220,7 +221,7 @@ class AuditReader:
                     sparse.append((level, index))
         missing = [k for k in dict.fromkeys(sparse) if k not in self._nodes]
         if missing:
-            async with self._engine.connect() as conn:
+            async with reading(self._engine) as conn:
                 for start in range(0, len(missing), 500):
                     await self._fetch_nodes(conn, missing[start:start + 500])
         for key in sparse:
@@ -268,7 +269,7 @@ class AuditReader:
             raise InvalidParameter("limit", f"'limit' must be between 1 and {MAX_SEARCH_PAGE}.")
         if q.since is not None and q.until is not None and q.until <= q.since:
             raise InvalidParameter("until", "'until' must be later than 'since'.")
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (await conn.execute(search_statement(q))).all()
         page = rows[: q.limit]
         hits = [(int(r.idx), orjson.loads(r.leaf) if r.leaf is not None else {"pruned": True}) for r in page]
@@ -276,7 +277,7 @@ class AuditReader:
         return hits, following
 
     async def count_entries(self) -> int:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             return int((await conn.execute(select(func.count()).select_from(tables.entries))).scalar_one())
 
 

@@ -27,6 +27,7 @@ from audit import tables
 from audit.logcheck import PRUNE_KIND
 from audit.writer import AuditWriter
 from credcore.clock import Clock, rfc3339, system_clock
+from credcore.db import reading
 from credcore.errors import ConfigError, InvalidParameter
 
 MIN_RETENTION_DAYS = 184
@@ -64,7 +65,7 @@ async def prune(engine: AsyncEngine, before: dt.datetime, *, retention_days: int
                                          f"{retention_days} days: the latest allowed is {rfc3339(cutoff)}.")
     e = tables.entries
     before_us = int(before.timestamp() * 1_000_000)
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         last = (await conn.execute(select(func.max(e.c.idx)).where(e.c.ts_us < before_us))).scalar()
     up_to = int(last) + 1 if last is not None else 0
     writer = AuditWriter(engine)

@@ -17,7 +17,7 @@ from audit import tables
 from audit.checkpoint import parse_checkpoint
 from audit.reader import AuditReader
 from audit.trace import LeakedRecord, lookup_keys, match, rank
-from credcore.db import make_engine
+from credcore.db import make_engine, reading
 from credcore.errors import ConfigError, VerificationError
 
 BATCH = 500
@@ -78,7 +78,7 @@ async def trace_database(url: str, leaked: Sequence[LeakedRecord]) -> dict[str, 
     try:
         r, e = tables.records, tables.entries
         found: set[int] = set()
-        async with engine.connect() as conn:
+        async with reading(engine) as conn:
             for column, values in ((r.c.sha256, digests), (r.c.record_id, ids)):
                 for start in range(0, len(values), BATCH):
                     rows = await conn.execute(select(r.c.idx).where(column.in_(values[start:start + BATCH])))

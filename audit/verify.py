@@ -37,7 +37,7 @@ from audit.keys import LogKey, always_valid, load_keys, verify_checkpoint_at
 from audit.logcheck import ChunkReport, LogMerger, Row, check_chunk_fast, chunk_ranges, sizes_in
 from audit.rfc9162 import EMPTY_ROOT
 from audit.scan import Source, Task, Worker, WorkerFailed, check_range, default_jobs
-from credcore.db import make_engine
+from credcore.db import make_engine, reading
 from credcore.errors import ConfigError, VerificationError
 
 PAGE = 1000
@@ -272,7 +272,7 @@ async def verify_database(url: str, keys: Sequence[str] = (), *, witnesses: Sequ
     engine = make_engine(url, read_only=True)
     try:
         try:
-            async with engine.connect() as conn:
+            async with reading(engine) as conn:
                 head = (await conn.execute(select(tables.head.c.size).where(tables.head.c.id == 1))).scalar()
                 top = (await conn.execute(select(func.max(tables.entries.c.idx)))).scalar()
                 n = max(int(head or 0), int(top) + 1 if top is not None else 0)

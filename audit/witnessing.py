@@ -42,6 +42,7 @@ from audit.witness import (
     parse_add_checkpoint,
 )
 from credcore.clock import Clock, system_clock
+from credcore.db import reading
 from credcore.errors import ConfigError, VerificationError
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class WitnessService:
 
     async def states(self) -> list[WitnessState]:
         st = tables.witness_state
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = await conn.execute(select(st.c.size, st.c.root, st.c.note).order_by(st.c.origin))
             return [WitnessState(int(r.size), bytes(r.root), str(r.note)) for r in rows]
 
@@ -174,7 +175,7 @@ class WitnessClient:
     async def _last_sizes(self) -> None:
         if self._known:
             return
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             for peer in self.peers:
                 size = (await conn.execute(
                     select(tables.cosignatures.c.size).where(tables.cosignatures.c.witness == peer.verifier.name)
@@ -265,7 +266,7 @@ class WitnessClient:
 
 
 async def stored_cosignatures(engine: AsyncEngine, size: int) -> list[str]:
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         rows = await conn.execute(select(tables.cosignatures.c.line).where(tables.cosignatures.c.size == size)
                                   .order_by(tables.cosignatures.c.witness))
         return [str(r.line) for r in rows]

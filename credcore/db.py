@@ -1,19 +1,22 @@
 """One async SQLAlchemy engine per process, the same for SQLite and PostgreSQL.
 
 SQLite is opened in WAL mode with synchronous=FULL (a commit is on disk when it returns, which
-"no audit, no data" relies on) and every transaction starts with BEGIN IMMEDIATE, so a
-read-then-write transaction takes the write lock up front instead of failing mid-way when
-another process committed in between.
+"no audit, no data" relies on). Writes go through `engine.begin()`, whose transaction starts
+with BEGIN IMMEDIATE, so a read-then-write transaction takes the write lock up front instead of
+failing mid-way when another process committed in between. Reads go through `reading(engine)`,
+whose transaction starts deferred and takes no write lock at all.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from credcore.errors import ConfigError
 
@@ -56,6 +59,21 @@ def make_engine(url: str, *, busy_timeout: float = 5.0, read_only: bool = False,
     return engine
 
 
+_READS_ONLY = "credgate_reads_only"
+
+
+@asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads (its transaction is rolled back at the end, like any `connect()`).
+    On SQLite its transaction begins deferred, so it takes no write lock: a search, a poll or a
+    checkpoint's reads never hold up the audit writer. Under BEGIN IMMEDIATE a reader held the
+    lock for as many driver-thread round trips as it ran statements, and the writer's batches
+    waited for it."""
+    async with engine.connect() as conn:
+        await conn.execution_options(**{_READS_ONLY: True})
+        yield conn
+
+
 def _read_only_sqlite(target: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     parsed = make_url(target)
     path = parsed.database or ""
@@ -81,9 +99,19 @@ def _sqlite_pragmas(engine: AsyncEngine, *, busy_timeout_ms: int, read_only: boo
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _count(conn, cursor, statement, parameters, context, executemany):
+        import collections
+        g = globals().setdefault("_STMTS", collections.Counter())
+        g[" ".join(statement.split())[:90]] += 1
+        if sum(g.values()) % 50 == 0:
+            with open("/tmp/stmts", "w") as fh:
+                fh.write("\n".join(f"{v} {k}" for k, v in g.most_common()))
+
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        deferred = read_only or conn.get_execution_options().get(_READS_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
     @event.listens_for(engine.sync_engine, "handle_error")
     def _on_error(context: Any) -> None:

@@ -13,6 +13,7 @@ import datetime as dt
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from credcore.db import reading
 from crosstab import tables as t
 from crosstab.partner_http import Link
 
@@ -22,13 +23,13 @@ class PartnerAccess:
         self.engine = engine
 
     async def client_region(self, client_id: str) -> str | None:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             return await conn.scalar(
                 select(t.partner_clients.c.region).where(t.partner_clients.c.client_id == client_id)
             )
 
     async def client_of(self, region: str) -> str | None:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             return await conn.scalar(
                 select(t.partner_clients.c.client_id).where(t.partner_clients.c.region == region)
             )
@@ -62,7 +63,7 @@ class PartnerAccess:
         query = select(t.partner_links).order_by(t.partner_links.c.region)
         if region is not None:
             query = query.where(t.partner_links.c.region == region)
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = (await conn.execute(query)).all()
         return [Link(r.region, r.base_url, r.client_id, r.client_secret) for r in rows]
 

@@ -22,6 +22,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from credcore.clock import Clock
+from credcore.db import reading
 from credcore.errors import ConfigError
 from crosstab import _jose
 from crosstab import tables as t
@@ -128,5 +129,5 @@ async def rotate_key(engine: AsyncEngine, region: str, clock: Clock) -> KeyRing:
 
 async def database_region(engine: AsyncEngine) -> str | None:
     """The region this database signs for, or None before the first start."""
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         return await conn.scalar(select(t.signing_keys.c.region).limit(1))

@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 from sqlalchemy import select
 
+from credcore.db import reading
 from credcore.errors import InvalidParameter
 from crosstab import tables as t
 from crosstab.errors import InvalidRecord
@@ -113,7 +114,7 @@ class PublishReport:
 async def _store_jtis(region: Region) -> dict[str, str]:
     """Our issued jtis from the store, with their type."""
     query = select(t.issued.c.jti, t.issued.c.type).where(t.issued.c.jti.like(f"{STORE_PREFIX}%"))
-    async with region.store.engine.connect() as conn:
+    async with reading(region.store.engine) as conn:
         return {row.jti: row.type for row in await conn.execute(query)}
 
 
@@ -141,7 +142,7 @@ async def publish_from_store(region: Region, entries: Iterable[Mapping[str, Any]
     for jti, kind in sorted(known.items()):
         revocation = f"{jti}.revoked"
         if kind in LIST_TYPES and jti not in current and revocation not in known:
-            async with region.store.engine.connect() as conn:
+            async with reading(region.store.engine) as conn:
                 sub = await conn.scalar(select(t.issued.c.sub).where(t.issued.c.jti == jti))
             await region.issue(Draft("revocation", str(sub), revokes=jti), revocation)
             report.revoked.append(jti)

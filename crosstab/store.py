@@ -22,6 +22,7 @@ from sqlalchemy import Table, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from credcore.db import reading
 from crosstab import tables as t
 from crosstab.errors import Replay, StaleSeq, UnknownPartner
 from crosstab.inbox import Accepted, InboxState
@@ -53,7 +54,7 @@ async def ensure_counter_row(engine: AsyncEngine, table: Table, key: str, value:
     locks it. Two first writers then race on this harmless insert, never on the record they
     are storing: on PostgreSQL the loser of an insert race gets a unique violation (its
     transaction is lost), where SQLite's write lock would merely have made it wait."""
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         found = await conn.scalar(select(table.c[key]).where(table.c[key] == value))
     if found is None:
         try:
@@ -84,7 +85,7 @@ class CrosstabStore:
             return await delete_partner(conn, region)
 
     async def list_partners(self) -> list[Partner]:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             return await read_partners(conn)
 
     async def registry(self) -> TrustRegistry:
@@ -92,7 +93,7 @@ class CrosstabStore:
 
     async def get_partner(self, region: str) -> Partner:
         """One partner, read per call (not cached): removed on one replica is gone on all."""
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             found = await read_partners(conn, region)
         if not found:
             raise UnknownPartner(f"Region {region} is not a registered partner.")
@@ -103,7 +104,7 @@ class CrosstabStore:
     async def inbox_state(self, issuer: str, jtis: Iterable[str]) -> InboxState:
         """The digests of the given jtis already accepted from `issuer`, and its last seq."""
         wanted = sorted(set(jtis))
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             # The seq first, the jtis second. Each statement may see a newer state than the one
             # before (PostgreSQL READ COMMITTED; SQLite outside a write transaction), and a
             # record and its seq commit together. Read in this order, every record at or below
@@ -189,7 +190,7 @@ class CrosstabStore:
             raise StaleSeq(f"seq {seq} is not above the last accepted from {issuer}.")
 
     async def _explain_conflict(self, acc: Accepted) -> Literal["duplicate"]:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             digest = await conn.scalar(
                 select(t.received.c.digest).where(
                     and_(t.received.c.issuer == acc.record.iss, t.received.c.jti == acc.jti)
@@ -211,7 +212,7 @@ class CrosstabStore:
             .where(and_(t.received.c.sub == uscc, t.received.c.type != "revocation"))
             .order_by(t.received.c.issuer, t.received.c.seq)
         )
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = (await conn.execute(query)).all()
         return [Recognition.from_row(row._mapping, _aware(row.received_at)) for row in rows]
 
@@ -245,7 +246,7 @@ class CrosstabStore:
 
     async def issued_domestic_only(self, jti: str) -> bool | None:
         """Whether our record `jti` is domestic-only; None when we never issued it."""
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             value = await conn.scalar(select(t.issued.c.domestic_only).where(t.issued.c.jti == jti))
         return None if value is None else bool(value)
 
@@ -258,13 +259,13 @@ class CrosstabStore:
         if not include_domestic_only:
             query = query.where(t.issued.c.domestic_only.is_(False))
         query = query.order_by(t.issued.c.seq).limit(limit)
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             return [(int(row.seq), str(row.jws)) for row in await conn.execute(query)]
 
     # --- sync cursors ---------------------------------------------------------------------
 
     async def get_cursor(self, partner: str, direction: Direction) -> int:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             value = await conn.scalar(
                 select(t.sync_cursors.c.after).where(
                     and_(

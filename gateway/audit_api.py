@@ -34,7 +34,7 @@ from audit.witnessing import (
 )
 from audit.writer import AuditWriter
 from credcore.clock import Clock
-from credcore.db import make_engine
+from credcore.db import make_engine, reading
 from credcore.errors import ConfigError, CredgateError, InvalidParameter
 from gateway.auth import require_scope
 from gateway.config import AuditSettings
@@ -115,7 +115,7 @@ async def key(request: web.Request) -> web.Response:
 async def keys(request: web.Request) -> web.Response:
     """The key history with validity windows, and this gateway's witness key if it is a witness."""
     gw = request.app[GATEWAY]
-    async with gw.engine.connect() as conn:
+    async with reading(gw.engine) as conn:
         history = history_json(await load_keys(conn), gw.settings.audit.origin)
         witness = None
         if gw.settings.audit.witness_name:

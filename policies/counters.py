@@ -24,6 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from credcore.db import reading
 from credcore.errors import ServiceUnavailable
 
 metadata = MetaData()
@@ -90,7 +91,7 @@ class SQLCounters:
 
     async def used(self, key: str) -> int:
         try:
-            async with self._engine.connect() as conn:
+            async with reading(self._engine) as conn:
                 value = (await conn.execute(select(quota_counters.c.used).where(quota_counters.c.key == key))).scalar()
                 return int(value or 0)
         except (SQLAlchemyError, OSError) as exc:

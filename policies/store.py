@@ -36,6 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from credcore.db import reading
 from credcore.errors import InvalidParameter
 from policies.licence import Licence, parse_licence
 
@@ -135,13 +136,13 @@ class LicenceStore:
                 await conn.execute(insert(policy_version).values(id=1, version=1))
 
     async def version(self) -> int:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             query = select(policy_version.c.version).where(policy_version.c.id == 1)
             return int((await conn.execute(query)).scalar_one())
 
     async def changes(self, since: int) -> Changes:
         """What changed after version `since` (everything when `since` is 0 or ahead of the database)."""
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             version = int((await conn.execute(select(policy_version.c.version))).scalar_one())
             full = since <= 0 or since > version
             lic_query = select(licences.c.licence_id, licences.c.client_id, licences.c.body)
@@ -199,13 +200,13 @@ class LicenceStore:
             return True
 
     async def operator(self, client_id: str) -> dict[str, Any] | None:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (await conn.execute(select(operators).where(operators.c.client_id == client_id))).first()
             return dict(row._mapping) if row else None
 
     async def list_operators(self, *, after: str = "", limit: int = 100) -> list[dict[str, Any]]:
         query = select(operators).where(operators.c.client_id > after).order_by(operators.c.client_id).limit(limit)
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             return [dict(row._mapping) for row in (await conn.execute(query)).all()]
 
     # --- licences ----------------------------------------------------------------------------
@@ -246,7 +247,7 @@ class LicenceStore:
                 await conn.execute(insert(licences), rows)
 
     async def licence(self, licence_id: str) -> LicenceRow | None:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             row = (await conn.execute(
                 select(licences.c.licence_id, licences.c.client_id, licences.c.body)
                 .where(licences.c.licence_id == licence_id)
@@ -270,7 +271,7 @@ class LicenceStore:
             return changed
 
     async def licences_of(self, client_id: str) -> list[LicenceRow]:
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (await conn.execute(
                 select(licences.c.licence_id, licences.c.client_id, licences.c.body)
                 .where(licences.c.client_id == client_id).order_by(licences.c.licence_id)
@@ -298,7 +299,7 @@ class LicenceStore:
         query = select(incidents).where(incidents.c.id > after)
         if client_id is not None:
             query = query.where(incidents.c.client_id == client_id)
-        async with self._engine.connect() as conn:
+        async with reading(self._engine) as conn:
             rows = (await conn.execute(query.order_by(incidents.c.id).limit(limit))).all()
         return [
             {

@@ -14,6 +14,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from credcore.db import reading
 from credcore.errors import InvalidParameter, NotFound
 
 from .keys import ACCESS_TOKEN_ALG, SigningKey
@@ -76,7 +77,7 @@ class OAuthStore:
             ) from exc
 
     async def get_client(self, client_id: str) -> ClientRecord | None:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             row = (
                 await conn.execute(
                     select(oauth_clients).where(oauth_clients.c.client_id == client_id)
@@ -146,7 +147,7 @@ class OAuthStore:
 
     async def load_revocations(self, live_after: int) -> tuple[dict[str, int], dict[str, int]]:
         """The deny-list of tokens that may still be live, and every client's revoked_before."""
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             denied = {
                 row.jti: row.exp
                 for row in await conn.execute(
@@ -188,7 +189,7 @@ class OAuthStore:
 
     async def active_keys(self) -> list[SigningKey]:
         """Active keys, oldest first (the first is the one that signs)."""
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = await conn.execute(
                 select(oauth_signing_keys.c.private_key_pem)
                 .where(oauth_signing_keys.c.active.is_(True))
