@@ -10,10 +10,11 @@ What it does, on one machine:
    given) and reads DIR/demo.json: the gateway, the reference store (`upstream`), the clients
    and `sample_uscc`;
 2. starts bench/baseline_proxy.py against the same store;
-3. measures, with the same load generator, paths, concurrency and duration:
-   (a) the store directly, (b) the baseline proxy, (c) the full gateway, the last with a fresh
-   `operator` token (client_credentials, client_secret_basic) per phase and
-   `X-Purpose: credit_check`. Each phase is a warm-up (discarded) and then the measurement.
+3. measures, with the same load generator, requests (paths and headers), concurrency and
+   duration: (a) the store directly, (b) the baseline proxy, (c) the full gateway. Every phase
+   sends what an operator sends: a fresh `operator` token (client_credentials,
+   client_secret_basic) per phase and `X-Purpose: credit_check`; the store and the bare proxy
+   receive and ignore them. Each phase is a warm-up (discarded) and then the measurement.
    The paths rotate over every sample code x (profile, penalties, licences).
 4. prints requests/s, p50/p99 latency, non-200 answers and CPU per request of the server
    processes, the ratios (c)/(b) and (c)/(a) against the bar (c)/(b) >= 0.5, and writes the
@@ -536,9 +537,8 @@ def main() -> int:
         tree_before = _tree_size(demo["gateway"])
         for rnd in range(args.rounds):
             for key, phase in phases.items():
-                headers: dict[str, str] = {}
-                if key == "c":
-                    headers = {"Authorization": f"Bearer {_token(demo)}", "X-Purpose": "credit_check"}
+                # The same requests for every phase (a bare proxy parses the token it ignores).
+                headers = {"Authorization": f"Bearer {_token(demo)}", "X-Purpose": "credit_check"}
                 print(f"bench: round {rnd + 1}/{args.rounds} {phase.label}: {args.warmup:g} s warm-up + "
                       f"{args.duration:g} s at {args.connections} connections ...", flush=True)
                 r = measure(phase, paths, headers, args, engine, server_cpu, gen_cpu)
