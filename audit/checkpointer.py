@@ -38,7 +38,7 @@ from audit.note import NoteSigner, generate_signer
 from audit.rfc9162 import NodeGetter, consistency_proof_from_nodes, verify_consistency
 from audit.writer import TreeHead, load_frontier, load_nodes, needed_nodes
 from credcore.clock import Clock, system_clock
-from credcore.db import reading
+from credcore.db import create_schema, reading
 from credcore.errors import CredgateError, VerificationError
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class SignedCheckpoint:
 async def load_or_create_signer(engine: AsyncEngine, origin: str, clock: Clock = system_clock) -> NoteSigner:
     """The newest active note signer for `origin`, created and stored on first use."""
     async with engine.begin() as conn:
-        await conn.run_sync(tables.create_schema)
+        await create_schema(conn, tables.create_schema)
         signers = await load_signers(conn, origin)
         if signers:
             return signers[-1]

@@ -27,6 +27,7 @@ from audit import tables
 from audit.checkpoint import Checkpoint, verify_checkpoint
 from audit.note import NoteSigner, NoteVerifier, generate_signer, verify_note
 from credcore.clock import Clock, rfc3339, system_clock
+from credcore.db import create_schema
 from credcore.errors import ConfigError, VerificationError
 
 
@@ -136,7 +137,7 @@ async def start_rotation(engine: AsyncEngine, origin: str, clock: Clock = system
                          signer: NoteSigner | None = None) -> NoteSigner:
     """Add a new active key for `origin`; it signs beside the current one(s) from now on."""
     async with engine.begin() as conn:
-        await conn.run_sync(tables.create_schema)
+        await create_schema(conn, tables.create_schema)
         active = await load_signers(conn, origin)
         if not active:
             raise ConfigError(f"the database has no active key for the origin {origin!r}; start the gateway first.")

@@ -42,7 +42,7 @@ from audit.witness import (
     parse_add_checkpoint,
 )
 from credcore.clock import Clock, system_clock
-from credcore.db import reading
+from credcore.db import create_schema, reading
 from credcore.errors import ConfigError, VerificationError
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ RETRY_MAX = 60.0  # the longest pause between two tries
 async def load_or_create_cosigner(engine: AsyncEngine, name: str, clock: Clock = system_clock) -> CosignatureSigner:
     """This gateway's witness key named `name`, made and stored on first use."""
     async with engine.begin() as conn:
-        await conn.run_sync(tables.create_schema)
+        await create_schema(conn, tables.create_schema)
         row = (await conn.execute(select(tables.witness_key.c.private_key).where(tables.witness_key.c.name == name))
                ).first()
         if row is not None:

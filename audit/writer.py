@@ -39,6 +39,7 @@ from audit import tables
 from audit.chain import encode_entry
 from audit.rfc9162 import Frontier, leaf_hash
 from audit.sqlite_batch import WalSync, in_wal_mode, write_batch, write_now
+from credcore.db import create_schema
 from credcore.errors import AuditUnavailable
 
 GENESIS_PREV = "0" * 64
@@ -143,7 +144,7 @@ class AuditWriter:
 
     async def start(self) -> None:
         async with self._engine.begin() as conn:
-            await conn.run_sync(tables.create_schema)
+            await create_schema(conn, tables.create_schema)
             if (await conn.execute(select(tables.head.c.size))).first() is None:
                 await conn.execute(insert(tables.head).values(id=1, size=0, last_hash=GENESIS_PREV))
             if self._direct:

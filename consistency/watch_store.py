@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from credcore.canonical import digest_json
+from credcore.db import create_schema
 
 
 class Base(DeclarativeBase):
@@ -93,7 +94,7 @@ class WatchStore:
 
     async def create(self) -> None:
         async with self.engine.begin() as connection:
-            await connection.run_sync(Base.metadata.create_all)
+            await create_schema(connection, Base.metadata.create_all)
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -9,13 +9,13 @@ whose transaction starts deferred and takes no write lock at all.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from credcore.errors import ConfigError
@@ -72,6 +72,20 @@ async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     async with engine.connect() as conn:
         await conn.execution_options(**{_READS_ONLY: True})
         yield conn
+
+
+_SCHEMA_LOCK = 0x63726564_67617465  # "credgate": the advisory lock that schema changes take on PostgreSQL
+
+
+async def create_schema(conn: AsyncConnection, create: Callable[[Connection], Any]) -> None:
+    """Run `create` (e.g. `metadata.create_all`) in `conn`'s write transaction, one process at a
+    time. Two gateway replicas starting on an empty PostgreSQL database both see a table missing
+    and both create it, and one fails on the catalog's unique index; a transaction-scoped
+    advisory lock makes the second wait and then find the table. (On SQLite the transaction's
+    BEGIN IMMEDIATE already serialises them.)"""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+    await conn.run_sync(create)
 
 
 def _read_only_sqlite(target: str, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:

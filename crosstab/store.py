@@ -22,7 +22,7 @@ from sqlalchemy import Table, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from credcore.db import reading
+from credcore.db import create_schema, reading
 from crosstab import tables as t
 from crosstab.errors import Replay, StaleSeq, UnknownPartner
 from crosstab.inbox import Accepted, InboxState
@@ -71,7 +71,7 @@ class CrosstabStore:
     async def create_tables(self) -> None:
         """Create the crosstab tables (tests and the demo; production uses migrations)."""
         async with self.engine.begin() as conn:
-            await conn.run_sync(t.metadata.create_all)
+            await create_schema(conn, t.metadata.create_all)
 
     # --- partners -----------------------------------------------------------------------
 

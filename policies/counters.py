@@ -24,7 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from credcore.db import reading
+from credcore.db import create_schema, reading
 from credcore.errors import ServiceUnavailable
 
 metadata = MetaData()
@@ -56,7 +56,7 @@ class SQLCounters:
 
     async def start(self) -> None:
         async with self._engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+            await create_schema(conn, metadata.create_all)
 
     async def reserve(self, key: str, limit: int, n: int, expires_at: dt.datetime) -> tuple[int, int]:
         table = quota_counters

@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from credcore.db import reading
+from credcore.db import create_schema, reading
 from credcore.errors import InvalidParameter
 from policies.licence import Licence, parse_licence
 
@@ -130,7 +130,7 @@ class LicenceStore:
 
     async def start(self) -> None:
         async with self._engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+            await create_schema(conn, metadata.create_all)
             await conn.run_sync(_add_revision_columns)
             if (await conn.execute(select(policy_version.c.version))).first() is None:
                 await conn.execute(insert(policy_version).values(id=1, version=1))

@@ -14,7 +14,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from credcore.db import reading
+from credcore.db import create_schema, reading
 from credcore.errors import InvalidParameter, NotFound
 
 from .keys import ACCESS_TOKEN_ALG, SigningKey
@@ -51,7 +51,7 @@ class OAuthStore:
 
     async def create_tables(self) -> None:
         async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all, tables=list(ALL_TABLES))
+            await create_schema(conn, lambda sync: metadata.create_all(sync, tables=list(ALL_TABLES)))
 
     # --- clients -------------------------------------------------------------------------
 

@@ -3,13 +3,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from credcore.db import make_engine, reading
+from audit import tables as audit_tables
+from audit.writer import AuditWriter
+from credcore.db import create_schema, make_engine, reading
+from crosstab import tables as crosstab_tables
+from gateway.oauth.tables import metadata as oauth_metadata
+from policies.store import metadata as policy_metadata
 
 
 def other_writer(path: Path) -> sqlite3.Connection:
@@ -38,3 +45,24 @@ async def test_a_read_takes_no_write_lock_and_a_write_takes_it_up_front(tmp_path
         other.close()
     finally:
         await engine.dispose()
+
+
+async def test_replicas_creating_tables_at_once_on_an_empty_postgresql_database_all_succeed(pg_url: str) -> None:
+    """Without a lock two processes both see a table missing, and one fails creating it."""
+    async def start(engine: AsyncEngine) -> None:
+        for create in (audit_tables.create_schema, oauth_metadata.create_all, policy_metadata.create_all,
+                       crosstab_tables.metadata.create_all):
+            async with engine.begin() as conn:
+                await create_schema(conn, create)
+        writer = AuditWriter(engine)  # also inserts the log's head row once
+        await writer.start()
+        await writer.close()
+
+    engines = [make_engine(pg_url) for _ in range(6)]
+    try:
+        await asyncio.gather(*(start(engine) for engine in engines))
+        async with reading(engines[0]) as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM audit_head"))).scalar_one() == 1
+    finally:
+        for engine in engines:
+            await engine.dispose()
