@@ -70,7 +70,7 @@ from audit.search import parse_search  # noqa: E402
 from audit.verify import PARALLEL_FROM, verify_database  # noqa: E402
 from audit.writer import AuditWriter, record_index_rows  # noqa: E402
 from credcore.codes import USCC_ALPHABET, uscc_check_char  # noqa: E402
-from credcore.db import make_engine  # noqa: E402
+from credcore.db import WAL_CHECKPOINT_PAGES, make_engine  # noqa: E402
 
 RESULTS = HERE / "results"
 ORIGIN = "bench.credgate/audit"
@@ -222,6 +222,7 @@ def raw_insert(path: Path, prepared: tuple[list[Any], ...], batch: int) -> float
     con = sqlite3.connect(path, isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=FULL")
+    con.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")  # as the writer's engine (credcore/db.py)
     started = time.perf_counter()
     for lo in range(0, len(rows), batch):
         hi = min(lo + batch, len(rows))

@@ -39,6 +39,13 @@ def async_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+# A checkpoint copies each page of the WAL back into the database once, however often it was
+# rewritten: the audit log's hot pages (the tails of its tables and indexes) are rewritten by
+# every batch. Checkpointing every 16,000 pages (~64 MB of WAL) instead of SQLite's default
+# 1,000 copies and syncs far fewer pages: +6% gateway throughput in bench/bench_gateway.py.
+WAL_CHECKPOINT_PAGES = 16_000
+
+
 def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
@@ -109,6 +116,7 @@ def _sqlite_pragmas(engine: AsyncEngine, *, busy_timeout_ms: int, read_only: boo
         if not read_only:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
