@@ -6,7 +6,8 @@ A cosignature is a signed-note signature line by a witness (cosigner) over a che
 - the timestamp is a big-endian u64 of POSIX seconds, at most 2**63 - 1,
 - the signature is Ed25519 over `cosignature/v1\\ntime <timestamp>\\n` followed by the whole
   checkpoint note text (with its final newline, without any signature line).
-A cosigner's verifier key is the vkey `<name>+<8 hex key id>+<base64(0x04 || public key)>`.
+A cosigner's verifier key is the vkey `<name>+<8 hex key id>+<base64(0x04 || public key)>`;
+the key id, key name and vkey rules are signed-note's, so audit.note's helpers parse them.
 
 `verify_cosignatures` follows signed-note rules: lines by unknown keys are ignored; a line by a
 known cosigner that does not verify refuses the note. `require_cosignatures` asks for N distinct
@@ -16,8 +17,6 @@ trusted cosigners: deny by default, so N >= 1 with no trusted witness key never 
 from __future__ import annotations
 
 import base64
-import binascii
-import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from audit.note import MAX_SIGNATURES, SIG_PREFIX
+from audit.note import MAX_SIGNATURES, SIG_PREFIX, b64decode_strict, is_valid_name, key_id, parse_verifier_key
 from credcore.errors import VerificationError
 
 ALG_COSIGNATURE_V1 = b"\x04"
@@ -35,16 +34,12 @@ _SIG_LEN = 4 + 8 + 64
 
 
 def cosigner_key_id(name: str, public_key: bytes) -> bytes:
-    return hashlib.sha256(name.encode() + b"\n" + ALG_COSIGNATURE_V1 + public_key).digest()[:4]
+    return key_id(name, public_key, ALG_COSIGNATURE_V1)
 
 
 def signed_message(text: str, timestamp: int) -> bytes:
     """What a cosignature/v1 signs: header line, time line, then the checkpoint note text."""
     return f"cosignature/v1\ntime {timestamp}\n".encode() + text.encode()
-
-
-def _valid_name(name: str) -> bool:
-    return bool(name) and "+" not in name and not any(c.isspace() for c in name)
 
 
 @dataclass(frozen=True)
@@ -56,20 +51,8 @@ class CosignatureVerifier:
     @classmethod
     def from_key(cls, vkey: str) -> CosignatureVerifier:
         """Parse `<name>+<8 hex key id>+<base64(0x04 || key)>`; VerificationError if malformed."""
-        parts = vkey.strip().split("+", 2)
-        if len(parts) != 3 or not _valid_name(parts[0]):
-            raise VerificationError("witness key is not <name>+<key id>+<base64 key>")
-        name, id_hex, key_b64 = parts
-        try:
-            raw = base64.b64decode(key_b64.encode("ascii"), validate=True)
-            ident = bytes.fromhex(id_hex) if len(id_hex) == 8 else b""
-        except (ValueError, binascii.Error):
-            raise VerificationError(f"witness key for {name} is not valid hex/base64") from None
-        if len(raw) != 33 or raw[:1] != ALG_COSIGNATURE_V1:
-            raise VerificationError(f"witness key for {name} is not an Ed25519 cosignature/v1 (0x04) key")
-        if ident != cosigner_key_id(name, raw[1:]):
-            raise VerificationError(f"witness key for {name} has a wrong key id {id_hex!r}")
-        return cls(name, ident, Ed25519PublicKey.from_public_bytes(raw[1:]))
+        name, ident, raw = parse_verifier_key(vkey, ALG_COSIGNATURE_V1, "witness key", "Ed25519 cosignature/v1")
+        return cls(name, ident, Ed25519PublicKey.from_public_bytes(raw))
 
     @property
     def verifier_key(self) -> str:
@@ -81,7 +64,7 @@ class CosignatureSigner:
     """A witness's cosigning key."""
 
     def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
-        if not _valid_name(name):
+        if not is_valid_name(name):
             raise ValueError(f"witness name {name!r} is empty or has a space or '+'")
         self.name = name
         self._private_key = private_key
@@ -137,8 +120,8 @@ def verify_cosignatures(note: str, witnesses: Sequence[CosignatureVerifier],
     for line in lines:
         name, _, sig_b64 = line[:-1].removeprefix(SIG_PREFIX).partition(" ")
         try:
-            blob = base64.b64decode(sig_b64.encode("ascii"), validate=True)
-        except (ValueError, binascii.Error, UnicodeEncodeError):
+            blob = b64decode_strict(sig_b64)
+        except ValueError:  # binascii.Error, and UnicodeEncodeError for non-ASCII, are ValueErrors
             continue
         witness = known.get((name, blob[:4]))
         if witness is None or not line.startswith(SIG_PREFIX) or (name, blob[:4]) in found:

@@ -11,6 +11,8 @@ therefore refuses everything.
 Key strings are those of golang.org/x/mod/sumdb/note, which the shared test vector uses:
 verifier `<name>+<8 hex key id>+<base64(0x01 || public key)>`, signer
 `PRIVATE+KEY+<name>+<8 hex key id>+<base64(0x01 || 32-byte seed)>`.
+`parse_verifier_key` reads any such verifier key for a given signature type byte, so
+audit.cosignature parses its 0x04 witness keys here too rather than with a copy.
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ SIG_PREFIX = "\u2014 "  # em dash, space
 MAX_SIGNATURES = 100
 
 
-def key_id(name: str, public_key: bytes) -> bytes:
-    """The 4-byte key id of an Ed25519 key named `name` (signed-note §Ed25519 signatures)."""
-    return hashlib.sha256(name.encode() + b"\n" + ALG_ED25519 + public_key).digest()[:4]
+def key_id(name: str, public_key: bytes, alg: bytes = ALG_ED25519) -> bytes:
+    """The 4-byte key id of a key named `name` with signature type byte `alg`
+    (signed-note §Ed25519 signatures; tlog-cosignature uses the same formula with 0x04)."""
+    return hashlib.sha256(name.encode() + b"\n" + alg + public_key).digest()[:4]
 
 
-def _is_valid_name(name: str) -> bool:
+def is_valid_name(name: str) -> bool:
+    """A key name is non-empty and has no '+' (the key string separator) and no space."""
     return bool(name) and "+" not in name and not any(c.isspace() for c in name)
 
 
@@ -55,9 +59,33 @@ def _text_problem(text: str) -> str | None:
     return None
 
 
-def _b64decode(value: str) -> bytes:
-    """Strict standard base64: padding required, no characters outside the alphabet."""
+def b64decode_strict(value: str) -> bytes:
+    """Strict standard base64: padding required, no characters outside the alphabet.
+    Raises ValueError (binascii.Error, or UnicodeEncodeError for non-ASCII) if malformed."""
     return base64.b64decode(value.encode("ascii"), validate=True)
+
+
+def parse_verifier_key(vkey: str, alg: bytes, label: str = "verifier key",
+                       kind: str = "Ed25519") -> tuple[str, bytes, bytes]:
+    """(name, key id, raw 32-byte public key) from `<name>+<8 hex key id>+<base64(alg || key)>`.
+
+    VerificationError if malformed, of another type byte than `alg`, or with a key id that does
+    not match; `label` and `kind` only word the messages ("witness key", "Ed25519 cosignature/v1")."""
+    # The base64 part may itself contain '+', so split from the left only twice.
+    parts = vkey.strip().split("+", 2)
+    if len(parts) != 3 or not is_valid_name(parts[0]):
+        raise VerificationError(f"{label} is not <name>+<key id>+<base64 key>")
+    name, id_hex, key_b64 = parts
+    try:
+        raw = b64decode_strict(key_b64)
+        ident = bytes.fromhex(id_hex) if len(id_hex) == 8 else b""
+    except (ValueError, binascii.Error):
+        raise VerificationError(f"{label} for {name} is not valid hex/base64") from None
+    if len(raw) != 33 or raw[:1] != alg:
+        raise VerificationError(f"{label} for {name} is not an {kind} (0x{alg.hex()}) key")
+    if ident != key_id(name, raw[1:], alg):
+        raise VerificationError(f"{label} for {name} has a wrong key id {id_hex!r}")
+    return name, ident, raw[1:]
 
 
 def _raw_public(public_key: Ed25519PublicKey) -> bytes:
@@ -75,21 +103,8 @@ class NoteVerifier:
     @classmethod
     def from_key(cls, vkey: str) -> NoteVerifier:
         """Parse `<name>+<8 hex key id>+<base64(0x01 || public key)>`; VerificationError if bad."""
-        # The base64 part may itself contain '+', so split from the left only twice.
-        parts = vkey.strip().split("+", 2)
-        if len(parts) != 3 or not _is_valid_name(parts[0]):
-            raise VerificationError("verifier key is not <name>+<key id>+<base64 key>")
-        name, id_hex, key_b64 = parts
-        try:
-            raw = _b64decode(key_b64)
-            ident = bytes.fromhex(id_hex) if len(id_hex) == 8 else b""
-        except (ValueError, binascii.Error):
-            raise VerificationError(f"verifier key for {name} is not valid hex/base64") from None
-        if len(raw) != 33 or raw[:1] != ALG_ED25519:
-            raise VerificationError(f"verifier key for {name} is not an Ed25519 (0x01) key")
-        if ident != key_id(name, raw[1:]):
-            raise VerificationError(f"verifier key for {name} has a wrong key id {id_hex!r}")
-        return cls(name, ident, Ed25519PublicKey.from_public_bytes(raw[1:]))
+        name, ident, raw = parse_verifier_key(vkey, ALG_ED25519)
+        return cls(name, ident, Ed25519PublicKey.from_public_bytes(raw))
 
     @property
     def verifier_key(self) -> str:
@@ -101,7 +116,7 @@ class NoteSigner:
     """Signs notes with one Ed25519 key under `name` (for checkpoints: the log's origin)."""
 
     def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
-        if not _is_valid_name(name):
+        if not is_valid_name(name):
             raise ValueError(f"key name {name!r} is empty or has a space or '+'")
         self.name = name
         self._private_key = private_key
@@ -154,10 +169,10 @@ def parse_signer_key(skey: str) -> NoteSigner:
         raise ConfigError("signer key is not PRIVATE+KEY+<name>+<key id>+<base64 key>")
     name, id_hex, key_b64 = parts[2:]
     try:
-        raw = _b64decode(key_b64)
+        raw = b64decode_strict(key_b64)
     except (ValueError, binascii.Error):
         raise ConfigError(f"signer key for {name} is not valid base64") from None
-    if len(raw) != 33 or raw[:1] != ALG_ED25519 or not _is_valid_name(name):
+    if len(raw) != 33 or raw[:1] != ALG_ED25519 or not is_valid_name(name):
         raise ConfigError(f"signer key for {name!r} is not a named Ed25519 (0x01) key")
     signer = NoteSigner(name, Ed25519PrivateKey.from_private_bytes(raw[1:]))
     if signer.key_id.hex() != id_hex.lower():
@@ -203,10 +218,10 @@ def verify_note(note: str, verifiers: Sequence[NoteVerifier]) -> NoteVerificatio
     for n, line in enumerate(lines, 1):
         name, _, sig_b64 = line.removeprefix(SIG_PREFIX).partition(" ")
         try:
-            sig = _b64decode(sig_b64)
+            sig = b64decode_strict(sig_b64)
         except (ValueError, binascii.Error):
             sig = b""
-        if not line.startswith(SIG_PREFIX) or not _is_valid_name(name) or len(sig) < 5:
+        if not line.startswith(SIG_PREFIX) or not is_valid_name(name) or len(sig) < 5:
             raise _malformed(f"signature line {n} is not '\u2014 <name> <base64 signature>'")
         verifier = known.get((name, sig[:4]))
         if verifier is None or (name, sig[:4]) in seen:
