@@ -18,7 +18,6 @@ audit.cosignature parses its 0x04 witness keys here too rather than with a copy.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import secrets
 from collections.abc import Callable, Sequence
@@ -79,7 +78,7 @@ def parse_verifier_key(vkey: str, alg: bytes, label: str = "verifier key",
     try:
         raw = b64decode_strict(key_b64)
         ident = bytes.fromhex(id_hex) if len(id_hex) == 8 else b""
-    except (ValueError, binascii.Error):
+    except ValueError:  # binascii.Error is a ValueError
         raise VerificationError(f"{label} for {name} is not valid hex/base64") from None
     if len(raw) != 33 or raw[:1] != alg:
         raise VerificationError(f"{label} for {name} is not an {kind} (0x{alg.hex()}) key")
@@ -170,7 +169,7 @@ def parse_signer_key(skey: str) -> NoteSigner:
     name, id_hex, key_b64 = parts[2:]
     try:
         raw = b64decode_strict(key_b64)
-    except (ValueError, binascii.Error):
+    except ValueError:  # binascii.Error is a ValueError
         raise ConfigError(f"signer key for {name} is not valid base64") from None
     if len(raw) != 33 or raw[:1] != ALG_ED25519 or not is_valid_name(name):
         raise ConfigError(f"signer key for {name!r} is not a named Ed25519 (0x01) key")
@@ -219,7 +218,7 @@ def verify_note(note: str, verifiers: Sequence[NoteVerifier]) -> NoteVerificatio
         name, _, sig_b64 = line.removeprefix(SIG_PREFIX).partition(" ")
         try:
             sig = b64decode_strict(sig_b64)
-        except (ValueError, binascii.Error):
+        except ValueError:  # binascii.Error is a ValueError
             sig = b""
         if not line.startswith(SIG_PREFIX) or not is_valid_name(name) or len(sig) < 5:
             raise _malformed(f"signature line {n} is not '\u2014 <name> <base64 signature>'")

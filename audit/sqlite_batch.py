@@ -91,11 +91,17 @@ class WalSync:
     Why not always a thread: a worker that finishes while the loop is busy wakes for the GIL at
     every system call the loop makes until it gets it. Measured under load on one core, that
     cost the loop about 0.5 ms of CPU per batch (45 µs a request, more than the SQL of the
-    batch), while a quick fsync (0.2-0.4 ms here) blocks it for less. A slow disk (milliseconds a
-    sync) must not stall every request, though: once the typical sync takes `slow` seconds or
-    more, syncs go to a thread, and they come back once the disk is quick again. The typical
-    sync is a moving average, so one slow sync does not flip the choice for long.
+    batch), while a quick fsync (0.2-0.4 ms here) blocks it for less. A slow disk must not stall
+    every request, though:
+    - one sync of `slow` seconds or more sends the next ones to a thread at once;
+    - they come back once the typical sync (a moving average) is quick again;
+    - a sync in a thread is timed with the wait for the GIL included, which a busy loop can
+      stretch, so every `PROBE_EVERY`-th sync while in threads runs on the loop and measures the
+      disk itself.
+    A disk that stalls without warning is met on the loop once per stall: nothing predicts it.
     """
+
+    PROBE_EVERY = 64
 
     def __init__(self, database: str, *, slow: float = 0.002, timer: Callable[[], float] = time.perf_counter,
                  fsync: Callable[[str], None] = fsync_file) -> None:
@@ -103,7 +109,8 @@ class WalSync:
         self._slow = slow
         self._timer = timer
         self._fsync = fsync
-        self.typical = 0.0  # seconds: a moving average of recent syncs (the disk's, not the thread hop's)
+        self.typical = 0.0  # seconds: a moving average of recent syncs
+        self._in_threads = 0  # syncs run in a thread since the last one on the loop
 
     @property
     def inline(self) -> bool:
@@ -111,11 +118,14 @@ class WalSync:
 
     async def __call__(self) -> None:
         """Sync the WAL; OSError if the disk refuses."""
-        if self.inline:
+        if self.inline or self._in_threads >= self.PROBE_EVERY:
+            self._in_threads = 0
             took = self._timed()
         else:
+            self._in_threads += 1
             took = await asyncio.get_running_loop().run_in_executor(None, self._timed)
-        self.typical += (took - self.typical) / 8
+        average = self.typical + (took - self.typical) / 8
+        self.typical = max(average, took) if took >= self._slow else average
 
     def _timed(self) -> float:
         start = self._timer()

@@ -13,10 +13,11 @@ Rules (the gateway's "no audit, no data" rests on them):
    memory; the next batch starts from the head in the database.
 
 Speed: what does not depend on the chain (the entry's canonical JSON cut around its `prev_hash`
-value, its search columns) is prepared by `enqueue` in the caller's task; the batch only splices
+value, its search columns) is prepared for the whole batch in one loop; linking then only splices
 `prev_hash` in, hashes and extends the tree. On SQLite the batch is one transaction (rule 3's
 head check included) on a connection the writer keeps, written on the loop's thread when the
-database is free and synced off it (audit/sqlite_batch.py), else run on the driver's thread.
+database is free and then synced by `WalSync` (audit/sqlite_batch.py), else run on the driver's
+thread.
 """
 
 from __future__ import annotations

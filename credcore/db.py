@@ -121,15 +121,6 @@ def _sqlite_pragmas(engine: AsyncEngine, *, busy_timeout_ms: int, read_only: boo
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "before_cursor_execute")
-    def _count(conn, cursor, statement, parameters, context, executemany):
-        import collections
-        g = globals().setdefault("_STMTS", collections.Counter())
-        g[" ".join(statement.split())[:90]] += 1
-        if sum(g.values()) % 50 == 0:
-            with open("/tmp/stmts", "w") as fh:
-                fh.write("\n".join(f"{v} {k}" for k, v in g.most_common()))
-
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         deferred = read_only or conn.get_execution_options().get(_READS_ONLY, False)

@@ -106,7 +106,7 @@ class CrosstabStore:
         wanted = sorted(set(jtis))
         async with reading(self.engine) as conn:
             # The seq first, the jtis second. Each statement may see a newer state than the one
-            # before (PostgreSQL READ COMMITTED; SQLite outside a write transaction), and a
+            # before (PostgreSQL READ COMMITTED; SQLite keeps one snapshot here), and a
             # record and its seq commit together. Read in this order, every record at or below
             # the seq read is among the jtis read, so an identical re-send racing its first
             # delivery is a duplicate; read the other way round, a record committed between
