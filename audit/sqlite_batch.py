@@ -13,8 +13,9 @@ Rules (`write_now`, on the pooled connection the writer has checked out):
    the caller then awaits `WalSync`, an fsync of the WAL file, and answers no one before it
    returns. Every frame of a batch is on disk before any entry of it is released: the guarantee
    of synchronous=FULL. (Other connections may read a batch between its commit and its sync; a
-   power cut in that window loses a batch that no one was told had been recorded, and
-   checkpoints are signed only after the sync.)
+   power cut in that window loses a batch that no one was told had been recorded. A checkpoint
+   that covers it is served only once its own row is committed with synchronous=FULL, which
+   syncs the WAL, this batch's frames included.)
 3. The connection's own settings (busy timeout, synchronous=FULL) are restored before it goes
    back to the pool, whatever happens.
 """
