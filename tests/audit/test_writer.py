@@ -8,6 +8,8 @@ import datetime as dt
 import math
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,19 @@ def entry(n: int, **extra: Any) -> dict[str, Any]:
     when = (T0 + dt.timedelta(microseconds=n)).isoformat().replace("+00:00", "Z")
     return {"kind": "access", "time": when, "client_id": f"op-{n % 3}", "uscc": [], "decision": "allow",
             "status": 200, "n": n, **extra}
+
+
+@asynccontextmanager
+async def running_writer(url: str) -> AsyncIterator[AuditWriter]:
+    """A started writer on its own engine; closed (queued appends drained) and disposed after."""
+    engine = make_engine(url)
+    writer = AuditWriter(engine)
+    await writer.start()
+    try:
+        yield writer
+    finally:
+        await writer.close()
+        await engine.dispose()
 
 
 async def leaves_of(url: str) -> list[bytes]:
@@ -71,16 +86,10 @@ async def assert_log_verifies(url: str, size: int) -> None:
 async def test_concurrent_appends_get_consecutive_indices_in_fewer_batches(tmp_path: Path) -> None:
     """N concurrent appends get the distinct indices 0..N-1, committed in fewer than N batches."""
     url = f"sqlite:///{tmp_path / 'audit.db'}"
-    engine = make_engine(url)
-    writer = AuditWriter(engine)
-    await writer.start()
-    try:
+    async with running_writer(url) as writer:
         indices = await asyncio.gather(*(writer.append(entry(n)) for n in range(60)))
         assert sorted(indices) == list(range(60))
         assert 1 <= writer.batches < 60
-    finally:
-        await writer.close()
-        await engine.dispose()
     leaves = await leaves_of(url)
     # Each caller's index points at its own entry.
     for n, index in enumerate(indices):
@@ -245,10 +254,7 @@ async def test_stored_nodes_are_read_by_index_never_by_a_scan(tmp_path: Path) ->
 async def test_a_release_cancelled_while_waiting_still_records_its_entry(tmp_path: Path) -> None:
     """aiohttp may cancel a handler whose client hung up: the wait ends, the entry does not."""
     url = f"sqlite:///{tmp_path / 'audit.db'}"
-    engine = make_engine(url)
-    writer = AuditWriter(engine)
-    await writer.start()
-    try:
+    async with running_writer(url) as writer:
         record = AccessRecord(method="GET", path="/v1/entities/x", query="")
         handler = asyncio.ensure_future(release(writer, SystemClock(), record, status=200, body=b"{}"))
         await asyncio.sleep(0)  # the handler runs up to its wait: the entry is queued
@@ -256,9 +262,6 @@ async def test_a_release_cancelled_while_waiting_still_records_its_entry(tmp_pat
         with pytest.raises(asyncio.CancelledError):
             await handler
         assert await writer.append(entry(1)) == 1, "the cancelled request's entry did not take index 0"
-    finally:
-        await writer.close()
-        await engine.dispose()
     leaves = await leaves_of(url)
     assert b'"path":"/v1/entities/x"' in leaves[0]
     await assert_log_verifies(url, 2)
