@@ -78,16 +78,7 @@ async def regions(tmp_path: Path, store_url: str) -> AsyncIterator[tuple[Region,
         await provision(region)
     servers = []
     for me, partner in ((a, b), (b, a)):
-        settings = load_settings(environ={}, overrides={
-            "database": {"url": me.db},
-            "upstream": {"url": store_url},
-            "audit": {"origin": f"{me.name}.example/audit", "checkpoint_interval": 0.2,
-                      "witness_name": f"{me.name}.example/witness", "witness_logs": partner.log_key,
-                      "witnesses": f"{partner.witness_key}@{partner.url}/witness"},
-        })
-        server = TestServer(build_app(settings), host="127.0.0.1", port=me.port)
-        await server.start_server(**RUNNER_LIMITS)
-        servers.append(server)
+        servers.append(await start_gateway(me, partner, store_url))
     yield a, b
     for server in servers:
         await server.close()
