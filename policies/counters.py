@@ -9,12 +9,16 @@ another window refused, or a process's unused lease at shutdown).
 `LeasedCounter` asks for one unit at a time while a window is small or nearly used up (fewer
 than EXACT_BELOW left), so N concurrent requests against Q remaining admit exactly Q on any
 number of processes; while plenty remain it leases blocks of units, so a quota of a million a
-day costs a round trip per block, not per request. Granted units never exceed the limit. A
-backend that cannot answer raises ServiceUnavailable: quotas fail closed, never unmetered.
+day costs a round trip per block, not per request. One block at a time per key: the requests
+that find the lease empty while a block is being fetched wait for it, rather than each fetching
+its own (32 concurrent fetches queued on SQLite's write lock for up to 350 ms, and held up the
+audit log's batches meanwhile). Granted units never exceed the limit. A backend that cannot
+answer raises ServiceUnavailable: quotas fail closed, never unmetered.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any, Protocol
 
@@ -167,14 +171,25 @@ class LeasedCounter:
         self._remaining: dict[str, int] = {}  # what the backend said was left, at the last grant
         self._expires: dict[str, dt.datetime] = {}
         self._groups: dict[str, set[str]] = {}  # group (the key up to its first ':') → its keys
+        self._refilling: dict[str, asyncio.Event] = {}  # key → set when its block fetch ends
 
     async def try_consume(self, key: str, limit: int, expires_at: dt.datetime) -> bool:
+        while self._leases.get(key, 0) <= 0 and key in self._refilling:
+            await self._refilling[key].wait()  # then take from the new lease, or fetch again
         if self._leases.get(key, 0) > 0:
             self._leases[key] -= 1
             return True
         nearly_out = limit < self._exact_below or self._remaining.get(key, limit) < self._exact_below
         block = 1 if nearly_out else min(self._max_lease, limit // self._exact_below)
-        granted, used = await self.backend.reserve(key, limit, block, expires_at)
+        refill = asyncio.Event() if block > 1 else None
+        if refill is not None:
+            self._refilling[key] = refill
+        try:
+            granted, used = await self.backend.reserve(key, limit, block, expires_at)
+        finally:
+            if refill is not None:
+                del self._refilling[key]
+                refill.set()
         self._remaining[key] = limit - used
         self._expires[key] = expires_at
         self._groups.setdefault(key.split(":", 1)[0], set()).add(key)

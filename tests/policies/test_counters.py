@@ -95,6 +95,20 @@ async def test_leases_never_exceed_a_large_limit(backend) -> None:
     assert counting.reserves < limit  # blocks while plenty remain, one by one only in the tail
 
 
+async def test_requests_that_find_the_lease_empty_wait_for_one_block_fetch(backend) -> None:
+    """A burst against an empty lease fetches one block, not one per request (on SQLite each
+    fetch queued on the write lock); the tail of a window is still metered one by one."""
+    counting = CountingBackend(backend)
+    counter = LeasedCounter(counting, max_lease=100, exact_below=10)
+    results = await asyncio.gather(*(counter.try_consume("L:d:burst", 100_000, EXPIRES) for _ in range(32)))
+    assert all(results) and counting.reserves == 1
+    assert await backend.used("L:d:burst") == 100  # one block: 32 used, 68 still leased
+    exact = CountingBackend(backend)
+    small = LeasedCounter(exact, max_lease=100, exact_below=10)
+    results = await asyncio.gather(*(small.try_consume("L:d:small", 5, EXPIRES) for _ in range(8)))
+    assert sum(results) == 5 and exact.reserves == 8
+
+
 async def test_refund_and_close_give_units_back(backend) -> None:
     """A refunded unit and a closed counter's unused lease return to the shared count."""
     counter = LeasedCounter(backend)
