@@ -94,11 +94,13 @@ class WalSync:
     cost the loop about 0.5 ms of CPU per batch (45 µs a request, more than the SQL of the
     batch), while a quick fsync (0.2-0.4 ms here) blocks it for less. A slow disk must not stall
     every request, though:
-    - one sync of `slow` seconds or more sends the next ones to a thread at once;
-    - they come back once the typical sync (a moving average) is quick again;
-    - a sync in a thread is timed with the wait for the GIL included, which a busy loop can
-      stretch, so every `PROBE_EVERY`-th sync while in threads runs on the loop and measures the
-      disk itself.
+    - one sync of `slow` seconds or more on the loop sends the next ones to a thread at once;
+    - a sync in a thread is timed with its wait for the GIL, which a busy loop stretches: a
+      quick one proves the disk quick (a moving average of them brings the syncs back), a slow
+      one proves nothing and is not counted (the GIL wait alone kept syncs in threads under
+      load, measured here);
+    - so every `PROBE_EVERY`-th sync while in threads runs on the loop and measures the disk
+      itself: quick, and the syncs come back at once.
     A disk that stalls without warning is met on the loop once per stall: nothing predicts it.
     """
 
@@ -121,12 +123,19 @@ class WalSync:
         """Sync the WAL; OSError if the disk refuses."""
         if self.inline or self._in_threads >= self.PROBE_EVERY:
             self._in_threads = 0
-            took = self._timed()
+            self._observe(self._timed(), on_loop=True)
         else:
             self._in_threads += 1
-            took = await asyncio.get_running_loop().run_in_executor(None, self._timed)
-        average = self.typical + (took - self.typical) / 8
-        self.typical = max(average, took) if took >= self._slow else average
+            self._observe(await asyncio.get_running_loop().run_in_executor(None, self._timed), on_loop=False)
+
+    def _observe(self, took: float, *, on_loop: bool) -> None:
+        if took >= self._slow:
+            if on_loop:
+                self.typical = max(took, self.typical)
+        elif on_loop and not self.inline:
+            self.typical = took  # a quick probe
+        else:
+            self.typical += (took - self.typical) / 8
 
     def _timed(self) -> float:
         start = self._timer()

@@ -157,6 +157,21 @@ async def test_syncs_in_threads_probe_the_disk_on_the_loop_now_and_then(tmp_path
     assert probes == [0, every + 1, 2 * every + 2]  # the first sync, then one in every PROBE_EVERY + 1
 
 
+async def test_slow_syncs_in_threads_do_not_keep_syncs_there_once_the_loop_finds_the_disk_quick(tmp_path: Path) -> None:
+    """One stall on the loop, then syncs that look slow only from a thread (their GIL wait under
+    load): the next probe on the loop is quick, and the syncs come back at once."""
+    every = WalSync.PROBE_EVERY
+    disk = ScriptedDisk([0.020] + [0.003] * every + [0.0003] * 5)
+    sync = WalSync(str(tmp_path / "audit.db"), slow=0.002, timer=disk.timer, fsync=disk.fsync)
+    loop_thread = threading.current_thread().name
+    for _ in disk.durations:
+        await sync()
+    on_loop = [name == loop_thread for name in disk.threads]
+    assert on_loop[0] and not any(on_loop[1:every + 1])
+    assert on_loop[every + 1:] == [True] * 5, "a quick probe on the loop did not bring the syncs back"
+    assert sync.inline
+
+
 async def test_a_failed_sync_raises_on_either_path(tmp_path: Path) -> None:
     def refuse(path: str) -> None:
         raise OSError(5, "Input/output error")
