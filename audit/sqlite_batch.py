@@ -24,11 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
+
+from audit.fsync_helper import FsyncHelper, HelperGone
+
+log = logging.getLogger(__name__)
 
 Statements = list[tuple[str, list[tuple[Any, ...]]]]  # (INSERT, rows) per table
 _BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -86,8 +91,10 @@ def fsync_file(path: str) -> None:
 
 
 class WalSync:
-    """The fsync of a database's WAL after each batch (rule 2): on the event loop's thread while
-    the disk syncs quickly, in a worker thread while it is slow.
+    """The fsync of a database's WAL after each batch (rule 2): by the fsync helper process when
+    there is one (audit/fsync_helper.py: the loop neither blocks nor shares its GIL), else, and
+    from the moment the helper is gone, in this process: on the event loop's thread while the disk
+    syncs quickly, in a worker thread while it is slow.
 
     Why not always a thread: a worker that finishes while the loop is busy wakes for the GIL at
     every system call the loop makes until it gets it. Measured under load on one core, that
@@ -107,8 +114,9 @@ class WalSync:
     PROBE_EVERY = 64
 
     def __init__(self, database: str, *, slow: float = 0.002, timer: Callable[[], float] = time.perf_counter,
-                 fsync: Callable[[str], None] = fsync_file) -> None:
+                 fsync: Callable[[str], None] = fsync_file, helper: FsyncHelper | None = None) -> None:
         self.path = database + "-wal"
+        self.helper = helper
         self._slow = slow
         self._timer = timer
         self._fsync = fsync
@@ -121,6 +129,13 @@ class WalSync:
 
     async def __call__(self) -> None:
         """Sync the WAL; OSError if the disk refuses."""
+        if self.helper is not None:
+            try:
+                await self.helper.sync()
+                return
+            except HelperGone:  # it promised nothing for this batch: synced here instead
+                log.warning("audit log: the fsync helper is gone; the WAL is synced in this process from now on")
+                self.helper = None
         if self.inline or self._in_threads >= self.PROBE_EVERY:
             self._in_threads = 0
             self._observe(self._timed(), on_loop=True)
@@ -136,6 +151,11 @@ class WalSync:
             self.typical = took  # a quick probe
         else:
             self.typical += (took - self.typical) / 8
+
+    def close(self) -> None:
+        if self.helper is not None:
+            self.helper.close()
+            self.helper = None
 
     def _timed(self) -> float:
         start = self._timer()

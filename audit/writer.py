@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit import tables
 from audit.chain import encode_entry
+from audit.fsync_helper import FsyncHelper
 from audit.rfc9162 import Frontier, leaf_hash
 from audit.sqlite_batch import WalSync, in_wal_mode, write_batch, write_now
 from credcore.db import create_schema
@@ -150,7 +151,7 @@ class AuditWriter:
                 await conn.execute(insert(tables.head).values(id=1, size=0, last_hash=GENESIS_PREV))
             if self._direct:
                 path = await conn.run_sync(lambda sync: _wal_database(sync.connection.dbapi_connection))
-                self._wal_sync = WalSync(path) if path else None
+                self._wal_sync = WalSync(path, helper=FsyncHelper.start(path + "-wal")) if path else None
         self._task = asyncio.create_task(self._run(), name="audit-writer")
         self._task.add_done_callback(self._stopped)
 
@@ -180,6 +181,8 @@ class AuditWriter:
             if not future.done():
                 future.set_exception(AuditUnavailable("The audit log is closed, so nothing can be released."))
         await self._release_held()
+        if self._wal_sync is not None:
+            self._wal_sync.close()
 
     @property
     def writes_on_loop(self) -> bool:

@@ -32,8 +32,8 @@ never steals the server's core. The store shares CPU 0 with the proxy in (b) and
 gateway in (c), equally, so (c)/(b) compares like with like.
 
 CPU accounting: for every phase the script reads the server processes' CPU time from /proc and
-reports milliseconds of CPU per request for the front process (proxy or gateway) and for the
-store. Unlike requests/s this does not move when something else on the machine takes CPU time;
+reports milliseconds of CPU per request for the front process (proxy or gateway, the gateway
+with its fsync helper process) and for the store (the demo's child running credstore). Unlike requests/s this does not move when something else on the machine takes CPU time;
 the script also reports how busy the server CPU was with other processes ("foreign" load) and
 warns when that exceeds 10%.
 
@@ -93,6 +93,14 @@ def _children(pid: int) -> list[int]:
             with open(f"/proc/{pid}/task/{task}/children") as f:
                 out += [int(x) for x in f.read().split()]
     return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _cpu_times(pid: int) -> tuple[float, float]:
@@ -199,8 +207,25 @@ def _tree_size(gateway: str) -> int | None:
 # ---------------------------------------------------------------------------------- phases
 
 class Phase:
-    def __init__(self, key: str, label: str, base: str, front: int | None, store: int) -> None:
+    """One phase's target and processes: `front` (proxy or gateway, None for the store direct)
+    with `helpers`, its other children (the gateway's fsync helper), counted as the front."""
+
+    def __init__(self, key: str, label: str, base: str, front: int | None, store: int,
+                 helpers: tuple[int, ...] = ()) -> None:
         self.key, self.label, self.base, self.front, self.store = key, label, base, front, store
+        self.helpers = helpers
+
+    def front_cpu(self) -> tuple[float, float]:
+        times = [_cpu_times(pid) for pid in ((self.front, *self.helpers) if self.front else ())]
+        return sum(t[0] for t in times), sum(t[1] for t in times)
+
+    def switches(self) -> list[tuple[int, int]]:
+        """(voluntary, involuntary) of the front with its helpers, then of the store."""
+        out = []
+        if self.front:
+            counts = [_switches(pid) for pid in (self.front, *self.helpers)]
+            out.append((sum(c[0] for c in counts), sum(c[1] for c in counts)))
+        return [*out, _switches(self.store)]
 
 
 def measure(phase: Phase, paths: list[str], headers: dict[str, str], args: argparse.Namespace,
@@ -208,15 +233,14 @@ def measure(phase: Phase, paths: list[str], headers: dict[str, str], args: argpa
     target = loadgen.Target(phase.base, paths, headers)
     if args.warmup > 0:
         loadgen.run(target, engine=engine, connections=args.connections, duration=args.warmup, cpu=gen_cpu)
-    front0 = _cpu_times(phase.front) if phase.front else (0.0, 0.0)
+    front0 = phase.front_cpu()
     store0 = _cpu_times(phase.store)
-    switches0 = [_switches(pid) for pid in (phase.front, phase.store) if pid]
+    switches0 = phase.switches()
     core0 = _core_busy(server_cpu) if server_cpu is not None else (0.0, 0.0)
     result = loadgen.run(target, engine=engine, connections=args.connections, duration=args.duration, cpu=gen_cpu)
-    front_user, front_sys = (a - b for a, b in zip(_cpu_times(phase.front), front0, strict=True)) \
-        if phase.front else (0.0, 0.0)
+    front_user, front_sys = (a - b for a, b in zip(phase.front_cpu(), front0, strict=True))
     store_s = sum(_cpu_times(phase.store)) - sum(store0)
-    switches1 = [_switches(pid) for pid in (phase.front, phase.store) if pid]
+    switches1 = phase.switches()
     front_s = front_user + front_sys
     out = result.to_json()
     n = max(result.requests, 1)
@@ -550,9 +574,11 @@ def main() -> int:
         _wait_file(data_dir / "demo.json", demo_proc, DEMO_START_TIMEOUT, "credgate demo", demo_log)
         demo = json.loads((data_dir / "demo.json").read_text())
         kids = _children(demo_proc.pid)
-        if not kids:
+        stores = [pid for pid in kids if "credstore" in _cmdline(pid)]
+        if not stores:
             raise SystemExit("bench: cannot find the store process under credgate demo")
-        store_pid = kids[0]
+        store_pid = stores[0]
+        gateway_helpers = tuple(pid for pid in kids if pid != store_pid)
 
         port_file = data_dir / "baseline.port"
         port_file.unlink(missing_ok=True)
@@ -571,7 +597,7 @@ def main() -> int:
         phases = {
             "a": Phase("a", "(a) store direct", demo["upstream"], None, store_pid),
             "b": Phase("b", "(b) baseline proxy", proxy_url, proxy_proc.pid, store_pid),
-            "c": Phase("c", "(c) full gateway", demo["gateway"], demo_proc.pid, store_pid),
+            "c": Phase("c", "(c) full gateway", demo["gateway"], demo_proc.pid, store_pid, gateway_helpers),
         }
         phases = {k: p for k, p in phases.items() if k in args.phases}
         rounds: dict[str, list[dict[str, Any]]] = {k: [] for k in phases}
