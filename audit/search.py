@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from audit.auditor import auditor_headers
 from audit.reader import MAX_SEARCH_PAGE, SEARCH_PAGE, AuditReader, SearchQuery
 from credcore.codes import is_valid_uscc
 from credcore.db import make_engine
@@ -92,15 +93,10 @@ async def search_remote(url: str, client_id: str, client_secret: str, filters: M
     parse_search({**filters, "cursor": cursor, "limit": str(limit)})  # refuse bad input before any request
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-            async with session.post(f"{base}/oauth/token", data={"grant_type": "client_credentials",
-                                                                 "scope": "audit:read"},
-                                    auth=aiohttp.BasicAuth(client_id, client_secret)) as resp:
-                if resp.status != 200:
-                    raise ConfigError(f"the gateway refused the auditor credentials ({resp.status}).")
-                token = (await resp.json())["access_token"]
+            auth = await auditor_headers(session, base, client_id, client_secret)
             params = {**filters, "limit": str(limit), **({"cursor": cursor} if cursor else {})}
             async with session.get(f"{base}/audit/search", params=params,
-                                   headers={"Authorization": f"Bearer {token}"}) as resp:
+                                   headers=auth) as resp:
                 body = await resp.json()
                 if resp.status != 200:
                     raise ConfigError(f"the gateway refused the search ({resp.status}): "

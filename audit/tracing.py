@@ -14,6 +14,7 @@ import orjson
 from sqlalchemy import select
 
 from audit import tables
+from audit.auditor import auditor_headers
 from audit.checkpoint import parse_checkpoint
 from audit.reader import AuditReader
 from audit.trace import LeakedRecord, lookup_keys, match, rank
@@ -105,12 +106,7 @@ async def trace_remote(url: str, client_id: str, client_secret: str, leaked: Seq
     entries: dict[int, dict[str, Any]] = {}
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-            async with session.post(f"{base}/oauth/token", data={"grant_type": "client_credentials",
-                                                                 "scope": "audit:read"},
-                                    auth=aiohttp.BasicAuth(client_id, client_secret)) as resp:
-                if resp.status != 200:
-                    raise ConfigError(f"the gateway refused the auditor credentials ({resp.status}).")
-                headers = {"Authorization": f"Bearer {(await resp.json())['access_token']}"}
+            headers = await auditor_headers(session, base, client_id, client_secret)
             limit = asyncio.Semaphore(8)
 
             async def search(param: str, value: str) -> None:

@@ -31,6 +31,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from audit import tables
+from audit.auditor import auditor_headers
 from audit.checkpoint import Checkpoint
 from audit.cosignature import CosignatureVerifier, require_cosignatures
 from audit.keys import LogKey, always_valid, load_keys, verify_checkpoint_at
@@ -374,12 +375,7 @@ async def verify_remote(url: str, client_id: str, client_secret: str, keys: Sequ
     findings = Findings()
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.post(f"{base}/oauth/token", data={"grant_type": "client_credentials",
-                                                                 "scope": "audit:read"},
-                                    auth=aiohttp.BasicAuth(client_id, client_secret)) as resp:
-                if resp.status != 200:
-                    raise ConfigError(f"the gateway refused the auditor credentials ({resp.status}).")
-                token = (await resp.json())["access_token"]
+            auth = await auditor_headers(session, base, client_id, client_secret)
             async with session.get(f"{base}/audit/checkpoint") as resp:
                 note = await resp.text()
             trusted = always_valid(keys) if keys else await _served_keys(session, base)
@@ -387,7 +383,7 @@ async def verify_remote(url: str, client_id: str, client_secret: str, keys: Sequ
             history += [StoredCheckpoint(_size_of(s), s, None) for s in saved]
             good = _checked_checkpoints(history, trusted, findings)
             findings.raise_first()
-            merger = await check_stream(_served_rows(session, base, {"Authorization": f"Bearer {token}"}),
+            merger = await check_stream(_served_rows(session, base, auth),
                                         [cp.size for cp in good], findings)
     except aiohttp.ClientError as exc:
         raise ConfigError(f"cannot reach the gateway at {base}: {exc}") from exc

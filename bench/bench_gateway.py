@@ -33,8 +33,9 @@ gateway in (c), equally, so (c)/(b) compares like with like.
 
 CPU accounting: for every phase the script reads the server processes' CPU time from /proc and
 reports milliseconds of CPU per request for the front process (proxy or gateway, the gateway
-with its fsync helper process) and for the store (the demo's child running credstore). Unlike requests/s this does not move when something else on the machine takes CPU time;
-the script also reports how busy the server CPU was with other processes ("foreign" load) and
+with its fsync helper process) and for the store (the demo's child running credstore). Unlike
+requests/s this does not move when something else on the machine takes CPU time; the script
+also reports how busy the server CPU was with other processes ("foreign" load) and
 warns when that exceeds 10%.
 
 `--profile` adds a phase after the measurement: load on the gateway again while py-spy

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -62,6 +63,6 @@ class Services:
 
 
 GATEWAY = web.AppKey("gateway", Services)
-ACCESS = "credgate.access"
-SPAN = "credgate.span"  # request key of the request's (server) span  # request key of the AccessRecord of a /v1 request
+ACCESS = web.RequestKey("credgate.access", AccessRecord)  # the AccessRecord of an audited request
+SPAN = web.RequestKey("credgate.span", trace.Span)  # the request's (server) span
 __all__ = ["ACCESS", "GATEWAY", "SPAN", "AccessRecord", "Services"]

@@ -148,9 +148,8 @@ class Harness:
         data = {"grant_type": "client_credentials"}
         if scope:
             data["scope"] = scope
-        resp = await self.client.post(
-            "/oauth/token", data=data, auth=aiohttp.BasicAuth(client_id, self.secrets[client_id])
-        )
+        basic = aiohttp.encode_basic_auth(client_id, self.secrets[client_id])
+        resp = await self.client.post("/oauth/token", data=data, headers={"Authorization": basic})
         body = await resp.json()
         assert resp.status == 200, body
         return str(body["access_token"])

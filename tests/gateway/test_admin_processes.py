@@ -73,9 +73,9 @@ async def test_suspend_through_a_bites_on_b_within_a_second(shared: Cluster, sam
             return await answer(session, shared.urls[1], path, token) == (403, "operator_suspended")
 
         assert await within(WITHIN, refused_as_suspended)
-        basic = aiohttp.BasicAuth("sus", shared.secrets["sus"])
+        basic = aiohttp.encode_basic_auth("sus", shared.secrets["sus"])
         async with session.post(shared.urls[1] + "/oauth/token", data={"grant_type": "client_credentials"},
-                                auth=basic) as resp:
+                                headers={"Authorization": basic}) as resp:
             assert resp.status == 401  # a suspended client gets no new token either
 
         await admin(session, shared, "POST", "/admin/operators/sus/resume", {"reason": "drill over"})
