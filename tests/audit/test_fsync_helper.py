@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from audit.fsync_helper import FsyncHelper, HelperGone
-from audit.writer import AuditWriter
-from credcore.db import make_engine
-from tests.audit.test_writer import assert_log_verifies, entry
+from tests.audit.test_writer import assert_log_verifies, entry, running_writer
 
 
-def started(path: Path) -> FsyncHelper:
+def started(path: Path, *, present: bool = True) -> FsyncHelper:
+    """A helper for `path`, which holds some bytes unless `present` is False."""
+    if present:
+        path.write_bytes(b"frames")
     helper = FsyncHelper.start(str(path))
     assert helper is not None, "no helper process could be started"
     return helper
@@ -32,9 +33,7 @@ def running(pid: int) -> bool:
 
 
 async def test_it_syncs_and_ends_when_closed(tmp_path: Path) -> None:
-    wal = tmp_path / "audit.db-wal"
-    wal.write_bytes(b"frames")
-    helper = started(wal)
+    helper = started(tmp_path / "audit.db-wal")
     for _ in range(3):
         await helper.sync()
     assert running(helper.pid)
@@ -43,8 +42,8 @@ async def test_it_syncs_and_ends_when_closed(tmp_path: Path) -> None:
 
 
 async def test_a_refused_sync_is_an_os_error_and_the_helper_stays(tmp_path: Path) -> None:
-    wal = tmp_path / "audit.db-wal"  # not there yet: the open fails in the helper
-    helper = started(wal)
+    wal = tmp_path / "audit.db-wal"
+    helper = started(wal, present=False)  # the open fails in the helper
     try:
         with pytest.raises(OSError):
             await helper.sync()
@@ -55,9 +54,7 @@ async def test_a_refused_sync_is_an_os_error_and_the_helper_stays(tmp_path: Path
 
 
 async def test_a_killed_helper_is_gone_never_an_answer(tmp_path: Path) -> None:
-    wal = tmp_path / "audit.db-wal"
-    wal.write_bytes(b"frames")
-    helper = started(wal)
+    helper = started(tmp_path / "audit.db-wal")
     await helper.sync()
     os.kill(helper.pid, signal.SIGKILL)
     with pytest.raises(HelperGone):
@@ -68,9 +65,7 @@ async def test_a_killed_helper_is_gone_never_an_answer(tmp_path: Path) -> None:
 
 async def test_a_sync_abandoned_half_way_retires_the_helper(tmp_path: Path) -> None:
     """Its late answer must not be read as the next sync's, which would release a batch early."""
-    wal = tmp_path / "audit.db-wal"
-    wal.write_bytes(b"frames")
-    helper = started(wal)
+    helper = started(tmp_path / "audit.db-wal")
     pending = asyncio.create_task(helper.sync())
     await asyncio.sleep(0)  # asked, not yet answered
     pending.cancel()
@@ -82,9 +77,7 @@ async def test_a_sync_abandoned_half_way_retires_the_helper(tmp_path: Path) -> N
 
 
 async def test_ctrl_c_in_a_terminal_leaves_the_helper_to_sync_the_last_batch(tmp_path: Path) -> None:
-    wal = tmp_path / "audit.db-wal"
-    wal.write_bytes(b"frames")
-    helper = started(wal)
+    helper = started(tmp_path / "audit.db-wal")
     try:
         await helper.sync()  # it is up, with its handlers set
         os.kill(helper.pid, signal.SIGINT)
@@ -96,33 +89,22 @@ async def test_ctrl_c_in_a_terminal_leaves_the_helper_to_sync_the_last_batch(tmp
 
 async def test_the_writer_syncs_through_the_helper_and_goes_on_without_it(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"
-    engine = make_engine(url)
-    writer = AuditWriter(engine)
-    await writer.start()
-    try:
+    async with running_writer(url) as writer:
         sync = writer._wal_sync
         assert sync is not None and sync.helper is not None
-        helper = sync.helper
         assert [await writer.append(entry(n)) for n in range(3)] == [0, 1, 2]
-        os.kill(helper.pid, signal.SIGKILL)
+        os.kill(sync.helper.pid, signal.SIGKILL)
         await asyncio.sleep(0.05)
         # The batch that finds the helper dead is synced in this process: recorded, released.
         assert list(await asyncio.gather(*(writer.append(entry(n)) for n in range(3, 8)))) == [3, 4, 5, 6, 7]
         assert sync.helper is None
         assert await writer.append(entry(8)) == 8
-    finally:
-        await writer.close()
-        await engine.dispose()
     await assert_log_verifies(url, 9)
 
 
 async def test_closing_the_writer_ends_its_helper(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}")
-    writer = AuditWriter(engine)
-    await writer.start()
-    assert writer._wal_sync is not None and writer._wal_sync.helper is not None
-    pid = writer._wal_sync.helper.pid
-    await writer.append(entry(0))
-    await writer.close()
-    await engine.dispose()
+    async with running_writer(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}") as writer:
+        assert writer._wal_sync is not None and writer._wal_sync.helper is not None
+        pid = writer._wal_sync.helper.pid
+        await writer.append(entry(0))
     assert not running(pid)
