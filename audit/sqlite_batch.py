@@ -114,14 +114,21 @@ class WalSync:
     PROBE_EVERY = 64
 
     def __init__(self, database: str, *, slow: float = 0.002, timer: Callable[[], float] = time.perf_counter,
-                 fsync: Callable[[str], None] = fsync_file, helper: FsyncHelper | None = None) -> None:
+                 fsync: Callable[[str], None] = fsync_file) -> None:
         self.path = database + "-wal"
-        self.helper = helper
+        self.helper: FsyncHelper | None = None  # see `with_helper`
         self._slow = slow
         self._timer = timer
         self._fsync = fsync
         self.typical = 0.0  # seconds: a moving average of recent syncs
         self._in_threads = 0  # syncs run in a thread since the last one on the loop
+
+    @classmethod
+    def with_helper(cls, database: str) -> WalSync:
+        """The audit writer's: syncs by a helper process, or in this process if none can start."""
+        sync = cls(database)
+        sync.helper = FsyncHelper.start(sync.path)
+        return sync
 
     @property
     def inline(self) -> bool:

@@ -38,7 +38,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from audit import tables
 from audit.chain import encode_entry
-from audit.fsync_helper import FsyncHelper
 from audit.rfc9162 import Frontier, leaf_hash
 from audit.sqlite_batch import WalSync, in_wal_mode, write_batch, write_now
 from credcore.db import create_schema
@@ -151,7 +150,7 @@ class AuditWriter:
                 await conn.execute(insert(tables.head).values(id=1, size=0, last_hash=GENESIS_PREV))
             if self._direct:
                 path = await conn.run_sync(lambda sync: _wal_database(sync.connection.dbapi_connection))
-                self._wal_sync = WalSync(path, helper=FsyncHelper.start(path + "-wal")) if path else None
+                self._wal_sync = WalSync.with_helper(path) if path else None
         self._task = asyncio.create_task(self._run(), name="audit-writer")
         self._task.add_done_callback(self._stopped)
 
