@@ -18,14 +18,17 @@ Rules:
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import and_, delete, func, select, update
+import orjson
+from sqlalchemy import and_, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit import tables
 from audit.logcheck import PRUNE_KIND
-from audit.writer import AuditWriter
+from audit.writer import AuditWriter, subject_codes
 from credcore.clock import Clock, rfc3339, system_clock
 from credcore.db import reading
 from credcore.errors import ConfigError, InvalidParameter
@@ -45,6 +48,32 @@ def check_retention_days(days: int, setting: str = "audit.retention_days") -> in
 
 def latest_cutoff(now: dt.datetime, days: int) -> dt.datetime:
     return now - dt.timedelta(days=check_retention_days(days))
+
+
+# One company row of one entry, by its whole key: `DELETE ... WHERE idx IN (...)` cannot use the
+# key (it starts with the company) and scanned the whole table once per batch.
+_s = tables.subjects
+SUBJECT_ROW_DELETE = delete(_s).where(_s.c.uscc == bindparam("code"), _s.c.ts_us == bindparam("ts"),
+                                      _s.c.idx == bindparam("index"))
+
+
+def subject_keys(rows: Iterable[Sequence[Any]]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The audit_subjects keys of entries (idx, ts_us, leaf), read from their leaves as the writer
+    wrote them, and the indices of leaves that cannot be read."""
+    keys: list[dict[str, Any]] = []
+    unreadable: list[int] = []
+    for row in rows:
+        idx, ts_us, leaf = row[0], row[1], row[2]
+        try:
+            entry = orjson.loads(leaf)
+            codes = subject_codes(entry) if isinstance(entry, dict) else None
+        except (orjson.JSONDecodeError, TypeError):
+            codes = None
+        if codes is None:
+            unreadable.append(int(idx))
+            continue
+        keys += [{"code": code, "ts": int(ts_us), "index": int(idx)} for code in codes]
+    return keys, unreadable
 
 
 @dataclass(frozen=True)
@@ -84,9 +113,16 @@ async def prune(engine: AsyncEngine, before: dt.datetime, *, retention_days: int
         hi = min(lo + BATCH, up_to)
         old = and_(e.c.idx >= lo, e.c.idx < hi, e.c.ts_us < before_us, e.c.leaf.is_not(None), e.c.kind != PRUNE_KIND)
         async with engine.begin() as conn:
-            chosen = select(e.c.idx).where(old)
-            await conn.execute(delete(tables.subjects).where(tables.subjects.c.idx.in_(chosen)))
+            rows = (await conn.execute(select(e.c.idx, e.c.ts_us, e.c.leaf).where(old))).all()
+            if not rows:
+                continue
+            chosen = [int(row.idx) for row in rows]
+            keys, unreadable = subject_keys(rows)
+            if keys:
+                await conn.execute(SUBJECT_ROW_DELETE, keys)
+            if unreadable:  # no codes to look up by: these few are found by a scan
+                await conn.execute(delete(tables.subjects).where(tables.subjects.c.idx.in_(unreadable)))
             await conn.execute(delete(tables.records).where(tables.records.c.idx.in_(chosen)))
-            done = await conn.execute(update(e).where(old).values(leaf=None, client_id=None))
+            done = await conn.execute(update(e).where(e.c.idx.in_(chosen)).values(leaf=None, client_id=None))
             pruned += done.rowcount
     return PruneResult(event, up_to, pruned)

@@ -70,6 +70,11 @@ def _ts_us(entry: dict[str, Any]) -> int:
     return int(when.timestamp() * 1_000_000)
 
 
+def subject_codes(entry: dict[str, Any]) -> tuple[str, ...]:
+    """The companies an entry concerns, as its audit_subjects rows name them."""
+    return tuple(sorted({str(code) for code in entry.get("uscc") or ()}))
+
+
 def _prepare(entry: dict[str, Any], future: asyncio.Future[int]) -> _Pending:
     """Encode the entry around its future `prev_hash` value and read its search columns; raises
     (KeyError, TypeError, ValueError, OverflowError, or RecursionError for absurd nesting) for an
@@ -78,7 +83,7 @@ def _prepare(entry: dict[str, Any], future: asyncio.Future[int]) -> _Pending:
     client = entry.get("client_id")
     columns = (_ts_us(entry), None if client is None else str(client), str(entry.get("decision", "")),
                int(entry.get("status") or 0), str(entry.get("kind", "access")))
-    codes = tuple(sorted({str(code) for code in entry.get("uscc") or ()}))
+    codes = subject_codes(entry)
     released = tuple((r["pos"], r["sha256"], r["record_id"]) for r in record_index_rows(0, entry.get("records")))
     return _Pending(future, head, tail, columns, codes, released)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
+from sqlalchemy.schema import CreateTable
 
 from audit.checkpointer import Checkpointer, load_or_create_signer
 from audit.reader import AuditReader
@@ -88,6 +89,43 @@ async def test_pruning_is_audited_and_the_log_still_verifies(url: str) -> None:
         await engine.dispose()
     report = await verify_database(url)
     assert "51 entries (14 pruned)" in report
+
+
+async def test_pruning_drops_every_company_row_of_the_pruned_entries_and_no_other(url: str) -> None:
+    """By each row's whole key, read from the leaf; a leaf that cannot be read is found by a scan."""
+    engine = make_engine(url)
+    try:
+        writer = AuditWriter(engine)  # an old entry about two companies
+        await writer.start()
+        assert await writer.append({**old_entry(0), "uscc": [CODE, "91350100M000100Y43"]}) == 50
+        await writer.close()
+        async with engine.begin() as conn:  # and one whose leaf cannot be read
+            await conn.execute(text("UPDATE audit_entries SET leaf = :junk WHERE idx = 5"), {"junk": b"\xff not json"})
+        async with engine.connect() as conn:
+            before = [r.idx for r in await conn.execute(text("SELECT idx FROM audit_subjects WHERE idx IN (5, 50)"))]
+        assert sorted(before) == [5, 50, 50]
+        await prune(engine, NOW - dt.timedelta(days=1096), clock=FixedClock(NOW))
+        async with engine.connect() as conn:
+            left = sorted(r.idx for r in await conn.execute(text("SELECT idx FROM audit_subjects")))
+    finally:
+        await engine.dispose()
+    assert left == list(range(14, 50))
+
+
+def test_the_company_rows_are_deleted_through_their_key(tmp_path: Path) -> None:
+    """Not `WHERE idx IN (...)`, which scans the table (its key starts with the company) per batch."""
+    import sqlite3
+
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    from audit import tables
+    from audit.retention import SUBJECT_ROW_DELETE
+
+    conn = sqlite3.connect(tmp_path / "plan.db")
+    conn.execute(str(CreateTable(tables.subjects).compile(dialect=sqlite_dialect.dialect())))
+    sql = str(SUBJECT_ROW_DELETE.compile(dialect=sqlite_dialect.dialect()))
+    plan = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", ("X", 1, 2)))
+    assert "SEARCH" in plan and "PRIMARY KEY" in plan and "SCAN" not in plan, plan
 
 
 async def test_pruning_within_the_retention_period_is_refused(url: str) -> None:
