@@ -19,6 +19,7 @@ answer raises ServiceUnavailable: quotas fail closed, never unmetered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from typing import Any, Protocol
 
@@ -172,6 +173,7 @@ class LeasedCounter:
         self._expires: dict[str, dt.datetime] = {}
         self._groups: dict[str, set[str]] = {}  # group (the key up to its first ':') → its keys
         self._refilling: dict[str, asyncio.Event] = {}  # key → set when its block fetch ends
+        self._epochs: dict[str, int] = {}  # group → how many times it was forgotten
 
     async def try_consume(self, key: str, limit: int, expires_at: dt.datetime) -> bool:
         while self._leases.get(key, 0) <= 0 and key in self._refilling:
@@ -184,15 +186,24 @@ class LeasedCounter:
         refill = asyncio.Event() if block > 1 else None
         if refill is not None:
             self._refilling[key] = refill
+        group = key.split(":", 1)[0]
+        epoch = self._epochs.get(group, 0)
         try:
             granted, used = await self.backend.reserve(key, limit, block, expires_at)
         finally:
             if refill is not None:
                 del self._refilling[key]
                 refill.set()
+        if self._epochs.get(group, 0) != epoch:
+            # The licence changed during the fetch: this request, admitted before, is served,
+            # but no lease is kept under the old terms (fail closed).
+            if granted > 1:
+                with contextlib.suppress(ServiceUnavailable):
+                    await self.backend.give_back(key, granted - 1)
+            return granted > 0
         self._remaining[key] = limit - used
         self._expires[key] = expires_at
-        self._groups.setdefault(key.split(":", 1)[0], set()).add(key)
+        self._groups.setdefault(group, set()).add(key)
         if granted <= 0:
             return False
         if granted > 1:
@@ -207,7 +218,9 @@ class LeasedCounter:
             await self.backend.give_back(key, 1)
 
     def forget(self, group: str) -> None:
-        """Drop the local leases of every key `group:...` (its licence changed: fail closed)."""
+        """Drop the local leases of every key `group:...` (its licence changed: fail closed), and
+        of block fetches still in flight for them."""
+        self._epochs[group] = self._epochs.get(group, 0) + 1
         for key in self._groups.pop(group, set()):
             self._leases.pop(key, None)
             self._remaining.pop(key, None)

@@ -109,6 +109,35 @@ async def test_requests_that_find_the_lease_empty_wait_for_one_block_fetch(backe
     assert sum(results) == 5 and exact.reserves == 8
 
 
+class GatedBackend(CountingBackend):
+    """Holds each reservation until `gate` opens, after the real backend has granted it."""
+
+    def __init__(self, inner: SQLCounters | RedisCounters) -> None:
+        super().__init__(inner)
+        self.gate = asyncio.Event()
+        self.granted = asyncio.Event()
+
+    async def reserve(self, key: str, limit: int, n: int, expires_at: dt.datetime) -> tuple[int, int]:
+        result = await super().reserve(key, limit, n, expires_at)
+        self.granted.set()
+        await self.gate.wait()
+        return result
+
+
+async def test_a_block_fetched_while_its_licence_changes_is_not_kept(backend) -> None:
+    """forget() during a block fetch: the request that fetched is served, the rest of the block
+    goes back to the shared count, and the next request asks the backend again."""
+    gated = GatedBackend(backend)
+    counter = LeasedCounter(gated, max_lease=100, exact_below=10)
+    fetching = asyncio.create_task(counter.try_consume("L:d:changed", 100_000, EXPIRES))
+    await gated.granted.wait()
+    counter.forget("L")  # the licence L changed
+    gated.gate.set()
+    assert await fetching
+    assert await backend.used("L:d:changed") == 1
+    assert await counter.try_consume("L:d:changed", 100_000, EXPIRES) and gated.reserves == 2
+
+
 async def test_refund_and_close_give_units_back(backend) -> None:
     """A refunded unit and a closed counter's unused lease return to the shared count."""
     counter = LeasedCounter(backend)
