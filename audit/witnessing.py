@@ -199,7 +199,8 @@ class WitnessClient:
         if not peers:
             return []
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout))
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout),
+                                                  cookie_jar=aiohttp.DummyCookieJar())  # no state between witnesses
         await self._last_sizes()
         session = self._session
         results = await asyncio.gather(*(self._paced(session, peer, size, note, retry) for peer in peers))

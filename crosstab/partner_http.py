@@ -135,4 +135,6 @@ class PartnerClient:
 
 
 def session(timeouts: Timeouts) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(timeout=timeouts.client_timeout(), raise_for_status=False)
+    # No cookie jar: partners are spoken to with tokens, and no state may carry between exchanges.
+    return aiohttp.ClientSession(timeout=timeouts.client_timeout(), raise_for_status=False,
+                                 cookie_jar=aiohttp.DummyCookieJar())

@@ -42,8 +42,11 @@ class Upstream:
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._pool_size, keepalive_timeout=30)
+        # No cookie jar: one pooled session serves every operator, and a cookie from one answer
+        # would ride along on the next operator's request to the store.
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, auto_decompress=True, raise_for_status=False
+            connector=connector, timeout=self._timeout, auto_decompress=True, raise_for_status=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def close(self) -> None:

@@ -231,6 +231,27 @@ async def test_gateway_recovers_when_the_store_does(make_gateway: Any, tmp_path:
     assert (await resp.json())["records"] == [{"record_id": "CF-1", "uscc": sample_code}]
 
 
+async def test_cookies_the_store_sets_are_neither_kept_nor_passed_on(make_gateway: Any, tmp_path: Path,
+                                                                     store_that: Any, sample_code: str) -> None:
+    """One pooled session serves every operator: a cookie from one answer must not ride along on
+    the next operator's request to the store, nor reach the operator."""
+    sent_cookies: list[str | None] = []
+
+    async def sets_a_cookie(request: web.Request) -> web.Response:
+        sent_cookies.append(request.headers.get("Cookie"))
+        resp = web.json_response({"uscc": sample_code, "records": [{"record_id": "CF-1", "uscc": sample_code}]})
+        resp.set_cookie("session", "operator-1-state", path="/")
+        return resp
+
+    upstream = (await store_that(sets_a_cookie)).replace("127.0.0.1", "localhost")  # a jar keeps no IP's cookies
+    harness = await gateway_before(make_gateway, tmp_path, upstream)
+    path = f"/v1/entities/{sample_code}/penalties"
+    for _ in range(2):
+        resp = await harness.get(path, await harness.token("op"))
+        assert resp.status == 200 and "Set-Cookie" not in resp.headers
+    assert sent_cookies == [None, None]
+
+
 async def test_large_answer_arriving_in_chunks_is_read_whole(make_gateway: Any, tmp_path: Path, store_that: Any,
                                                              sample_code: str) -> None:
     """A 2 MB answer streamed in small chunks is read to its end, not cut at the first chunk."""
