@@ -3,7 +3,8 @@
     CredgateError (500 internal_error)
     ├── BadRequest (400 invalid_request)
     │   ├── InvalidUSCC (400 invalid_uscc)
-    │   └── InvalidParameter (400 invalid_request, names the parameter)
+    │   ├── InvalidParameter (400 invalid_request, names the parameter)
+    │   └── MethodNotAllowed (405 invalid_request, `allow` lists the methods for the Allow header)
     ├── InvalidToken (401 invalid_token)
     ├── Forbidden (403 insufficient_scope)
     │   └── OperatorSuspended (403 operator_suspended)
@@ -48,6 +49,16 @@ class BadRequest(CredgateError):
 
 class InvalidUSCC(BadRequest):
     code = "invalid_uscc"
+
+
+class MethodNotAllowed(BadRequest):
+    """The resource exists but not with this method; `allow` is what the Allow header says."""
+
+    status = 405
+
+    def __init__(self, description: str, allow: str = "GET") -> None:
+        super().__init__(description)
+        self.allow = allow
 
 
 class InvalidParameter(BadRequest):

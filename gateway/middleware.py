@@ -16,7 +16,7 @@ from itertools import chain
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from credcore.errors import BadRequest, CredgateError, NotFound, RequestTooLarge
+from credcore.errors import BadRequest, CredgateError, MethodNotAllowed, NotFound, RequestTooLarge
 from gateway.config import ServerSettings
 from gateway.release import AccessRecord, error_response, release_error
 from gateway.services import ACCESS, GATEWAY, SPAN
@@ -27,7 +27,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def is_v1(request: web.Request) -> bool:
-    return request.raw_path == "/v1" or request.raw_path.startswith(("/v1/", "/v1?"))
+    """Routed to the /v1 handler: by the router's match, not by the path as written, which for a
+    request line in absolute form (`GET http://host/v1/...`) is the whole URL."""
+    resource = request.match_info.route.resource
+    return resource is not None and resource.canonical.startswith("/v1")
+
+
+def recordable(text: str, limit: int) -> str:
+    """`text` as the audit entry can hold it: bytes that were not UTF-8 (aiohttp decodes them to
+    lone surrogates, which no JSON encoder writes) spelled out as escapes, cut to `limit`."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:limit]
 
 
 def is_audited(request: web.Request) -> bool:
@@ -56,7 +65,7 @@ def _from_http(exc: web.HTTPException) -> CredgateError:
     if exc.status == 404:
         return NotFound("No such resource.")
     if exc.status == 405:
-        return BadRequest("This method is not allowed here.", status=405)
+        return MethodNotAllowed("This method is not allowed here.", allow=exc.headers.get("Allow", ""))
     if exc.status == 413:
         return RequestTooLarge("The request body is too large.")
     return CredgateError(exc.reason or "The request failed.", status=exc.status)
@@ -82,10 +91,10 @@ def error_middleware() -> Middleware:
 
         raw_path, _, raw_query = request.raw_path.partition("?")
         record = AccessRecord(  # the path and query exactly as sent (not decoded), for forensics
-            method=request.method[:16],
-            path=raw_path[:512],
-            query=raw_query[:512],
-            purpose=(request.headers.get("X-Purpose") or "").strip()[:64] or None,
+            method=recordable(request.method, 16),
+            path=recordable(raw_path, 512),
+            query=recordable(raw_query, 512),
+            purpose=recordable((request.headers.get("X-Purpose") or "").strip(), 64) or None,
         )
         request[ACCESS] = record
         name = f"{request.method} /v1" if is_v1(request) else f"{request.method} (no route)"

@@ -13,7 +13,7 @@ import re
 
 from aiohttp import web
 
-from credcore.errors import BadRequest, Forbidden, InvalidParameter, InvalidToken
+from credcore.errors import Forbidden, InvalidParameter, InvalidToken, MethodNotAllowed, UpstreamError
 from gateway.filtering import Released, ReleaseMemo, filter_body
 from gateway.licensing import Grant, LicenceDenied
 from gateway.oauth import AccessClaims
@@ -36,8 +36,7 @@ def bearer_token(request: web.Request) -> str:
 
 
 def check_token(gw: Services, request: web.Request, record: AccessRecord) -> AccessClaims:
-    claims = gw.verify_token(bearer_token(request))
-    record.client_id = claims.client_id
+    claims = gw.verify_token(bearer_token(request), record)
     if DATA_SCOPE not in claims.scope:
         raise Forbidden(f"The access token lacks the '{DATA_SCOPE}' scope.")
     return claims
@@ -87,8 +86,11 @@ def filter_released(memo: ReleaseMemo, route: Route, grant: Grant, raw: bytes, r
     key = (route.dataset, route.bulk, fields, regions, hashlib.sha256(raw).digest())
     hit = memo.get(key)
     if hit is None:
-        released: Released = filter_body(parse_object(raw), fields, bulk=route.bulk, region_prefixes=regions)
-        hit = (json_bytes(released.body), released)
+        try:
+            released: Released = filter_body(parse_object(raw), fields, bulk=route.bulk, region_prefixes=regions)
+            hit = (json_bytes(released.body), released)
+        except ValueError as exc:  # NaN, infinities, huge integers, lone surrogates: nothing to release exactly
+            raise UpstreamError("The public credit store answered with values JSON cannot carry exactly.") from exc
         memo.put(key, hit)
     data, released = hit
     record.fields = sorted(released.fields)
@@ -101,11 +103,11 @@ async def v1_handler(request: web.Request) -> web.StreamResponse:
     gw = request.app[GATEWAY]
     record = request[ACCESS]
     stage = gw.tracing.stage
-    if request.method != "GET":
-        raise BadRequest("Only GET is allowed on /v1.", status=405)
-    with stage("route"):
+    with stage("route"):  # route and code first (CONTRACTS section 3), then the method
         route = match_route(request.raw_path.partition("?")[0])
         record.dataset, record.uscc = route.dataset, [route.uscc] if route.uscc else []
+    if request.method != "GET":
+        raise MethodNotAllowed("Only GET is allowed on /v1.")
     with stage("token"):
         check_token(gw, request, record)
     with stage("suspension"):

@@ -97,6 +97,9 @@ def error_headers(error: CredgateError) -> dict[str, str]:
         # echo what a client sent (a token's alg), so anything else is replaced, never reflected.
         description = _NOT_RFC6750.sub("?", error.description.replace('"', "'"))[:200]
         headers["WWW-Authenticate"] = f'Bearer error="{error.code}", error_description="{description}"'
+    allow = getattr(error, "allow", None)
+    if allow:
+        headers["Allow"] = allow
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)

@@ -35,6 +35,8 @@ class Route:
 def match_route(raw_path: str) -> Route:
     """The route of a /v1 raw path (no query), or BadRequest/InvalidUSCC/NotFound. Pure, so
     remembered: operators read the same companies again and again (refusals are not kept)."""
+    if not raw_path.startswith("/"):  # a request line in absolute form: GET http://host/v1/...
+        raise BadRequest("Send the path alone (origin form, starting with /), not a full URL.")
     if _AMBIGUOUS.search(raw_path):
         raise BadRequest("The path contains encoded, dot or empty segments; write it plainly.")
     if raw_path in _BULK:

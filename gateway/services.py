@@ -55,11 +55,16 @@ class Services:
             except Exception:  # the answer is already decided and audited; an observer cannot undo it
                 log.exception("access observer %r failed", observer)
 
-    def verify_token(self, token: str) -> AccessClaims:
-        """A valid token of a suspended operator is refused as suspended (403), not revoked (401)."""
-        return self.oauth.verifier().verify(
-            token, before_revocation=lambda claims: self.licensing.check_suspension(claims.client_id)
-        )
+    def verify_token(self, token: str, record: AccessRecord | None = None) -> AccessClaims:
+        """A valid token of a suspended operator is refused as suspended (403), not revoked (401);
+        `record` learns the operator first, so that refusal is on the record under its name."""
+
+        def before_revocation(claims: AccessClaims) -> None:
+            if record is not None:
+                record.client_id = claims.client_id
+            self.licensing.check_suspension(claims.client_id)
+
+        return self.oauth.verifier().verify(token, before_revocation=before_revocation)
 
 
 GATEWAY = web.AppKey("gateway", Services)

@@ -19,11 +19,13 @@ from gateway.routes import match_route
 CODE = "91110108551385082Q"  # a valid code (uscc-codes.json); the store need not know it
 
 
-async def raw_get(harness: Any, target: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-    """Send `GET <target> HTTP/1.1` byte for byte; the status, headers and body of the answer."""
+async def raw_get(harness: Any, target: bytes, headers: dict[str, str | bytes],
+                  method: bytes = b"GET") -> tuple[int, dict[str, str], bytes]:
+    """Send `GET <target> HTTP/1.1` (or another method) byte for byte, header values as given;
+    the status, headers and body of the answer."""
     reader, writer = await asyncio.open_connection("127.0.0.1", harness.client.server.port)
-    lines = [b"GET " + target + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close"]
-    lines += [f"{k}: {v}".encode() for k, v in headers.items()]
+    lines = [method + b" " + target + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close"]
+    lines += [k.encode() + b": " + (v if isinstance(v, bytes) else v.encode()) for k, v in headers.items()]
     writer.write(b"\r\n".join(lines) + b"\r\n\r\n")
     await writer.drain()
     data = await reader.read()

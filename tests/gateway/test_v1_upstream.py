@@ -175,6 +175,19 @@ async def _nested(_request: web.Request) -> web.Response:
     return web.Response(body=b"[" * 100_000 + b"]" * 100_000, content_type="application/json")
 
 
+def _json_answer(body: bytes) -> Behaviour:
+    async def answer(_request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    return answer
+
+
+# Values Python's json module reads but no JSON can carry exactly: nothing is released from them.
+garbage("nan")(_json_answer(b'{"records": [{"record_id": "CF-1", "fine_amount": NaN}]}'))
+garbage("number_past_double")(_json_answer(b'{"records": [{"record_id": "CF-1", "fine_amount": 1e999}]}'))
+garbage("lone_surrogate")(_json_answer(b'{"records": [{"record_id": "CF-\\ud800", "fine_amount": 1}]}'))
+
+
 @garbage("status_500")
 async def _error(_request: web.Request) -> web.Response:
     return web.json_response({"error": "boom"}, status=500)
