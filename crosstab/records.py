@@ -24,7 +24,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
 from credcore.canonical import canonical_json, digest_json
-from credcore.codes import uscc_problem
+from credcore.codes import find_resident_ids, uscc_problem
 from crosstab import _jose
 from crosstab.errors import BadSignature, InvalidRecord
 
@@ -115,6 +115,10 @@ def _text(payload: dict[str, Any], name: str, limit: int) -> str | None:
         raise InvalidRecord(f"{name} must be a non-empty string of at most {limit} characters.")
     if _CONTROL.search(value):
         raise InvalidRecord(f"{name} contains control characters.")
+    if find_resident_ids(value):
+        # The signed record is released as it is (its `jws`), where no mask can reach: a personal
+        # ID number must never enter the exchange at all.
+        raise InvalidRecord(f"{name} carries a personal identity number; records name subjects by USCC only.")
     return value
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from joserfc import jws
 from joserfc.jwk import OKPKey
 
 from crosstab import _jose
@@ -81,6 +82,20 @@ def test_garbage_is_invalid_record(value: object) -> None:
     """Anything that is not a three-part base64url JWS of JSON objects is invalid_record."""
     with pytest.raises(InvalidRecord):
         parse_record(value)
+
+
+@pytest.mark.parametrize("name", ["subject_name", "authority"])
+def test_a_personal_id_number_in_any_text_is_invalid_record(kit: Any, name: str) -> None:
+    """The signed record is released as it is (its `jws` carries the payload), where no mask
+    can reach: a record naming a person's ID number is neither signed here nor taken in."""
+    body = {**kit.payload(), name: "张三（11010519491231002X）个体户"}
+    with pytest.raises(InvalidRecord, match="personal identity number"):
+        kit.sign(body)
+    kid = f"{body['iss']}-k1"  # as a partner that does not check would sign it
+    header = {"alg": "EdDSA", "kid": kid, "typ": TYP}
+    raw = jws.serialize_compact(header, json.dumps(body).encode(), kit.keys[kid], registry=_jose.REGISTRY)
+    with pytest.raises(InvalidRecord, match="personal identity number"):
+        parse_record(raw)
 
 
 def test_truncated_jws_is_invalid_record(kit: Any) -> None:
