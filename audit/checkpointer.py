@@ -144,6 +144,8 @@ class Checkpointer:
                 await self.sign_latest()
             except (SQLAlchemyError, OSError, CredgateError) as exc:  # retried next tick
                 log.warning("checkpoint not signed: %s", exc)
+            except Exception:  # a bug or a library's race must not end checkpointing for good
+                log.exception("checkpoint not signed (unexpected error); retried next tick")
             self._ask_missing_witnesses()
             # At most one checkpoint per half interval keeps the lag under `interval`, unless
             # `every` entries are already waiting.

@@ -51,6 +51,8 @@ async def _poll_revocations(oauth: OAuthService, interval: float, stop: asyncio.
             await oauth.refresh_revocations()
         except (SQLAlchemyError, OSError) as exc:
             log.warning("revocation refresh failed: %s", exc)
+        except Exception:  # a bug or a library's race must not end revocation polling for good
+            log.exception("revocation refresh failed unexpectedly; retried next tick")
 
 
 async def health(_request: web.Request) -> web.Response:

@@ -120,6 +120,8 @@ class Licensing:
                 await self.poll_once()
             except (SQLAlchemyError, OSError, CredgateError) as exc:  # keep the last snapshot; retry
                 log.warning("licence reload failed: %s", exc)
+            except Exception:  # a bug or a library's race must not end licence polling for good
+                log.exception("licence reload failed unexpectedly; retried next tick")
 
     async def poll_once(self) -> None:
         if await self._store.version() != self._version:
