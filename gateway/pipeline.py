@@ -89,7 +89,7 @@ def filter_released(memo: ReleaseMemo, route: Route, grant: Grant, raw: bytes, r
         try:
             released: Released = filter_body(parse_object(raw), fields, bulk=route.bulk, region_prefixes=regions)
             hit = (json_bytes(released.body), released)
-        except ValueError as exc:  # NaN, infinities, huge integers, lone surrogates: nothing to release exactly
+        except ValueError as exc:  # NaN, infinities, lone surrogates: nothing JSON can carry exactly
             raise UpstreamError("The public credit store answered with values JSON cannot carry exactly.") from exc
         memo.put(key, hit)
     data, released = hit
