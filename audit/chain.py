@@ -80,26 +80,23 @@ def _outside_bmp(leaf: bytes) -> bool:
     return not leaf.isascii() and bool(leaf.translate(None, _BELOW_4_BYTE_UTF8))
 
 
-_SCALARS = frozenset({str, int, bool, type(None)})
-_PLAIN = _SCALARS | {dict, list}
-
-
-def _plain(value: dict[str, Any]) -> bool:
+def is_plain(value: dict[str, Any]) -> bool:
     """Whether an object holds only strings, integers, booleans, nulls, objects and arrays of
     exactly those types, anywhere: then orjson writes what JCS writes (given the checks on the
     bytes), and nothing needs reading back. A float, a tuple, a subclass or any other type is
-    left to the exact path. The types of a container's items are gathered in C, one set per
-    container, rather than tested one by one."""
-    stack: list[Any] = [value]
-    while stack:
-        container = stack.pop()
-        items = container.values() if type(container) is dict else container
-        kinds = set(map(type, items))
-        if kinds <= _SCALARS:
-            continue
-        if not kinds <= _PLAIN:
-            return False
-        stack.extend(item for item in items if type(item) is dict or type(item) is list)
+    left to the exact path. (Every entry is walked on append and on verify: one flat loop, with
+    the names it tests held in locals, costs half what a set of types per container did.)"""
+    str_, int_, bool_, dict_, list_, type_ = str, int, bool, dict, list, type
+    todo: list[Any] = [value]
+    for container in todo:  # grows as it is walked: no pops, no recursion
+        for item in container.values() if type_(container) is dict_ else container:
+            kind = type_(item)
+            if kind is str_ or kind is int_ or item is None or kind is bool_:
+                continue
+            if kind is dict_ or kind is list_:
+                todo.append(item)
+            else:
+                return False
     return True
 
 
@@ -112,7 +109,7 @@ def decode_entry(leaf: bytes) -> dict[str, Any]:
         same = type(value) is dict and orjson.dumps(value, option=_ORJSON_CANONICAL) == leaf
     except (orjson.JSONDecodeError, orjson.JSONEncodeError, TypeError, ValueError, RecursionError):
         return _decode_exact(leaf)
-    if not same or not _plain(value):
+    if not same or not is_plain(value):
         return _decode_exact(leaf)
     return value
 
@@ -125,7 +122,7 @@ _ORJSON_ENCODE = (_ORJSON_CANONICAL | orjson.OPT_PASSTHROUGH_DATETIME | orjson.O
 def encode_entry(entry: dict[str, Any]) -> bytes:
     """The leaf bytes of an entry: its RFC 8785 canonical JSON.
 
-    orjson writes it when the entry is plain (`_plain`: no float, tuple, enum, subclass or other
+    orjson writes it when the entry is plain (`is_plain`: no float, tuple, enum, subclass or other
     type that orjson would write its own way), the result holds no character outside the BMP and
     no integer past 2**53 (orjson's strict mode refuses those): the same argument as
     `decode_entry`'s. Anything else is left to the reference, which alone decides."""
@@ -133,7 +130,7 @@ def encode_entry(entry: dict[str, Any]) -> bytes:
         leaf = orjson.dumps(entry, option=_ORJSON_ENCODE)
     except (TypeError, orjson.JSONEncodeError):
         return canonical_json(entry)
-    if _outside_bmp(leaf) or not _plain(entry):
+    if _outside_bmp(leaf) or not is_plain(entry):
         return canonical_json(entry)
     return leaf
 

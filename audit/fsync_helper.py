@@ -9,6 +9,13 @@ loop at the loop's next system call, and the two hand it to and fro. A process s
 the loop writes one byte to a pipe and carries on (requests keep arriving, and join the next
 batch), and a reader callback hears one byte back once the WAL is on disk.
 
+Scheduling: the helper runs as SCHED_BATCH (Linux), which any process may ask for itself. A
+normal process woken by the loop's byte preempts the loop on a shared core, costing both their
+warm caches for a few microseconds of work; a batch process waits for the loop to yield or for the
+next tick. Measured with the servers of bench/bench_gateway.py on one core: the gateway was preempted 0.72
+times per request instead of 1.27, and over 8 interleaved pairs of two gateways each it served
+15% more requests a second (median 1,428 against 1,237) for 13% less server CPU per request.
+
 Protocol: the loop writes b"s"; the helper opens the WAL afresh (SQLite may have replaced the
 file), fsyncs it and answers b"k", or b"e" if the disk refused. One sync is in flight at a time
 (the writer awaits each), and a sync abandoned half-way (cancelled) retires the helper: its late
@@ -32,6 +39,10 @@ log = logging.getLogger(__name__)
 _CHILD = r"""
 import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)
+try:  # woken by the loop's byte, the helper must not preempt the loop (see "Scheduling")
+    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+except (AttributeError, OSError):
+    pass
 path = sys.argv[1]
 while True:
     asked = os.read(0, 64)

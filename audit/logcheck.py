@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from audit.chain import GENESIS_PREV, decode_entry
+from audit.chain import GENESIS_PREV, decode_entry, is_plain
 from audit.rfc9162 import HASH_SIZE, node_hash
 from credcore.errors import VerificationError
 
@@ -209,23 +209,6 @@ def normal_row(row: Sequence[Any]) -> Row:
     return int(index), as_bytes(leaf), as_bytes(stored)
 
 
-def _plain(value: dict[str, Any]) -> bool:
-    """Whether `value` holds only strings, integers, booleans, nulls, objects and arrays, i.e. (for
-    what orjson parses) no float, whose RFC 8785 form orjson does not always write."""
-    str_, int_, bool_, dict_, list_, type_ = str, int, bool, dict, list, type  # locals: ~10% of this walk
-    todo: list[Any] = [value]
-    for container in todo:  # grows as it is walked: no pops, no recursion
-        for item in container.values() if type_(container) is dict_ else container:
-            kind = type_(item)
-            if kind is str_ or kind is int_ or item is None or kind is bool_:
-                continue
-            if kind is dict_ or kind is list_:
-                todo.append(item)
-            else:
-                return False
-    return True
-
-
 def _exact_entry(leaf: bytes) -> dict[str, Any] | None:
     try:
         return decode_entry(leaf)
@@ -262,7 +245,7 @@ def _intact_run(rows: Sequence[Sequence[Any]], lo: int, hi: int
     expected = _hash_before(rows, pos, lo)
     if expected is None:
         return None
-    prefixed, loads, dumps, canonical, plain = _LEAF_PREFIXED, orjson.loads, orjson.dumps, _CANONICAL, _plain
+    prefixed, loads, dumps, canonical, plain = _LEAF_PREFIXED, orjson.loads, orjson.dumps, _CANONICAL, is_plain
     hashes: list[bytes] = []
     append = hashes.append
     pruned: list[tuple[int, int]] = []

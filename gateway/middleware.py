@@ -36,13 +36,15 @@ def is_v1(request: web.Request) -> bool:
 def recordable(text: str, limit: int) -> str:
     """`text` as the audit entry can hold it: bytes that were not UTF-8 (aiohttp decodes them to
     lone surrogates, which no JSON encoder writes) spelled out as escapes, cut to `limit`."""
+    if text.isascii():  # nearly every request: nothing to escape
+        return text[:limit]
     return text.encode("utf-8", "backslashreplace").decode("utf-8")[:limit]
 
 
-def is_audited(request: web.Request) -> bool:
+def is_audited(request: web.Request, v1: bool) -> bool:
     """/v1 requests, and requests that match no route at all: a probe such as `/%2e%2e/v1/...`
     or `//v1/...` aimed at the data is refused 404, and the refusal is on the record too."""
-    return is_v1(request) or request.match_info.http_exception is not None
+    return v1 or request.match_info.http_exception is not None
 
 
 def check_limits(request: web.Request, limits: ServerSettings) -> None:
@@ -53,9 +55,10 @@ def check_limits(request: web.Request, limits: ServerSettings) -> None:
     header_bytes = sum(map(len, chain.from_iterable(raw_headers))) + 4 * len(raw_headers)  # ": " and CRLF
     if header_bytes > limits.max_header_bytes:
         raise RequestTooLarge(f"The request headers exceed {limits.max_header_bytes} bytes.", status=431)
-    if request.method in ("GET", "HEAD", "DELETE") and (request.body_exists or (request.content_length or 0) > 0):
+    length = request.content_length or 0
+    if request.method in ("GET", "HEAD", "DELETE") and (request.body_exists or length > 0):
         raise RequestTooLarge(f"A {request.method} request must not carry a body.", status=413)
-    if (request.content_length or 0) > limits.max_body_bytes:
+    if length > limits.max_body_bytes:
         raise RequestTooLarge(f"The request body is larger than {limits.max_body_bytes} bytes.", status=413)
     if "\x00" in request.raw_path or "%00" in request.raw_path:
         raise BadRequest("The URL contains a NUL byte.")
@@ -75,7 +78,8 @@ def error_middleware() -> Middleware:
     @web.middleware
     async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
         gw = request.app[GATEWAY]
-        if not is_audited(request):
+        v1 = is_v1(request)
+        if not is_audited(request, v1):
             try:
                 check_limits(request, gw.settings.server)
                 return await handler(request)
@@ -97,7 +101,7 @@ def error_middleware() -> Middleware:
             purpose=recordable((request.headers.get("X-Purpose") or "").strip(), 64) or None,
         )
         request[ACCESS] = record
-        name = f"{request.method} /v1" if is_v1(request) else f"{request.method} (no route)"
+        name = f"{request.method} /v1" if v1 else f"{request.method} (no route)"
         with gw.tracing.request_span(name, request.headers) as span:
             record.trace_id = trace_id_hex(span)
             request[SPAN] = span

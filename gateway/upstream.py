@@ -69,9 +69,10 @@ class Upstream:
                     raise NotFound("No such entity in the public credit store.")
                 if resp.status != 200:
                     raise UpstreamError(f"The public credit store answered {resp.status}.")
-                if resp.content_length is not None and resp.content_length > MAX_UPSTREAM_BYTES:
+                length = resp.content_length
+                if length is not None and length > MAX_UPSTREAM_BYTES:
                     raise UpstreamError("The public credit store's answer is too large.")
-                if resp.content_length is not None and not resp.headers.get("Content-Encoding"):
+                if length is not None and not resp.headers.get("Content-Encoding"):
                     raw = await resp.read()  # its length is declared and checked, and the parser enforces it
                 else:  # chunked or compressed: counted as it arrives
                     raw = await _read_bounded(resp, MAX_UPSTREAM_BYTES)

@@ -41,6 +41,19 @@ async def test_it_syncs_and_ends_when_closed(tmp_path: Path) -> None:
     assert not running(helper.pid)  # reaped, not a zombie
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+async def test_the_helper_yields_to_the_loop_it_serves(tmp_path: Path) -> None:
+    """SCHED_BATCH: woken by the loop's byte, it waits for the loop to yield instead of
+    preempting it on a shared core."""
+    helper = started(tmp_path / "audit.db-wal")
+    try:
+        await helper.sync()  # it has set itself up once it answers
+        assert os.sched_getscheduler(helper.pid) == os.SCHED_BATCH
+        assert os.sched_getscheduler(os.getpid()) == os.SCHED_OTHER  # the caller is left alone
+    finally:
+        helper.close()
+
+
 async def test_a_refused_sync_is_an_os_error_and_the_helper_stays(tmp_path: Path) -> None:
     wal = tmp_path / "audit.db-wal"
     helper = started(wal, present=False)  # the open fails in the helper
