@@ -9,6 +9,7 @@ licence allows must still never carry a personal identity number.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -95,6 +96,23 @@ def filter_body(body: Any, allowed: frozenset[str], *, bulk: bool, region_prefix
     return out
 
 
+@dataclass(frozen=True)
+class Filtered:
+    """What one store answer releases under one licence's terms, ready for the response and its
+    audit entry. The memo hands the same object to every request it serves: never mutated."""
+
+    data: bytes  # the response body
+    sha256: str  # its hex digest, the entry's body_sha256
+    fields: list[str]  # sorted, as the entry lists them
+    stripped: list[str]
+    records: list[dict[str, str]]
+
+    @classmethod
+    def of(cls, data: bytes, released: Released) -> Filtered:
+        return cls(data, hashlib.sha256(data).hexdigest(), sorted(released.fields), sorted(released.stripped),
+                   list(released.records))
+
+
 class ReleaseMemo:
     """Memoises `filter_body` + serialisation, keyed by the licence's field set and regions and
     the SHA-256 of the store's exact answer bytes.
@@ -107,15 +125,15 @@ class ReleaseMemo:
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
-        self._items: OrderedDict[tuple[Any, ...], tuple[bytes, Released]] = OrderedDict()
+        self._items: OrderedDict[tuple[Any, ...], Filtered] = OrderedDict()
 
-    def get(self, key: tuple[Any, ...]) -> tuple[bytes, Released] | None:
+    def get(self, key: tuple[Any, ...]) -> Filtered | None:
         hit = self._items.get(key)
         if hit is not None:
             self._items.move_to_end(key)
         return hit
 
-    def put(self, key: tuple[Any, ...], value: tuple[bytes, Released]) -> None:
+    def put(self, key: tuple[Any, ...], value: Filtered) -> None:
         self._items[key] = value
         if len(self._items) > self._size:
             self._items.popitem(last=False)

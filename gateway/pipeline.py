@@ -14,7 +14,7 @@ import re
 from aiohttp import web
 
 from credcore.errors import Forbidden, InvalidParameter, InvalidToken, MethodNotAllowed, UpstreamError
-from gateway.filtering import Released, ReleaseMemo, filter_body
+from gateway.filtering import Filtered, ReleaseMemo, filter_body
 from gateway.licensing import Grant, LicenceDenied
 from gateway.oauth import AccessClaims
 from gateway.release import AccessRecord, json_bytes, release
@@ -79,7 +79,7 @@ def paging(request: web.Request, route: Route, grant: Grant) -> dict[str, str]:
     return params
 
 
-def filter_released(memo: ReleaseMemo, route: Route, grant: Grant, raw: bytes, record: AccessRecord) -> bytes:
+def filter_released(memo: ReleaseMemo, route: Route, grant: Grant, raw: bytes, record: AccessRecord) -> Filtered:
     """Licensed fields only, ID numbers masked; the same store bytes under the same terms are
     filtered once (ReleaseMemo)."""
     fields, regions = grant.fields(route.dataset), grant.region_prefixes
@@ -87,16 +87,13 @@ def filter_released(memo: ReleaseMemo, route: Route, grant: Grant, raw: bytes, r
     hit = memo.get(key)
     if hit is None:
         try:
-            released: Released = filter_body(parse_object(raw), fields, bulk=route.bulk, region_prefixes=regions)
-            hit = (json_bytes(released.body), released)
+            released = filter_body(parse_object(raw), fields, bulk=route.bulk, region_prefixes=regions)
+            hit = Filtered.of(json_bytes(released.body), released)
         except ValueError as exc:  # NaN, infinities, lone surrogates: nothing JSON can carry exactly
             raise UpstreamError("The public credit store answered with values JSON cannot carry exactly.") from exc
         memo.put(key, hit)
-    data, released = hit
-    record.fields = sorted(released.fields)
-    record.stripped = sorted(released.stripped)
-    record.records = list(released.records)
-    return data
+    record.fields, record.stripped, record.records = hit.fields, hit.stripped, hit.records
+    return hit
 
 
 async def v1_handler(request: web.Request) -> web.StreamResponse:
@@ -124,6 +121,6 @@ async def v1_handler(request: web.Request) -> web.StreamResponse:
         else:
             raw = await gw.upstream.get_bytes(route.path, params, headers)
     with stage("filter"):
-        data = filter_released(gw.release_memo, route, grant, raw, record)
+        filtered = filter_released(gw.release_memo, route, grant, raw, record)
     with stage("audit"):
-        return await release(gw.audit, gw.clock, record, status=200, body=data)
+        return await release(gw.audit, gw.clock, record, status=200, body=filtered.data, body_sha256=filtered.sha256)

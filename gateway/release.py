@@ -60,7 +60,11 @@ class AccessRecord:
     records: list[dict[str, str]] = field(default_factory=list)
     trace_id: str | None = None
 
-    def entry(self, *, time: str, status: int, body: bytes | None, error: str | None) -> dict[str, Any]:
+    def entry(self, *, time: str, status: int, body: bytes | None, error: str | None,
+              body_sha256: str | None = None) -> dict[str, Any]:
+        """The audit entry; `body_sha256` is the body's digest when the caller has it already."""
+        if body_sha256 is None and body:
+            body_sha256 = hashlib.sha256(body).hexdigest()
         return {
             "kind": "access",
             "time": time,
@@ -78,7 +82,7 @@ class AccessRecord:
             "fields": self.fields,
             "stripped": self.stripped,
             "records": self.records,
-            "body_sha256": hashlib.sha256(body).hexdigest() if body else None,
+            "body_sha256": body_sha256,
             "trace_id": self.trace_id,
         }
 
@@ -115,9 +119,10 @@ def error_response(error: CredgateError, headers: Mapping[str, str] | None = Non
 
 async def release(
     sink: ReleaseSink, clock: Clock, record: AccessRecord, *, status: int, body: bytes,
-    headers: Mapping[str, str] | None = None, error: CredgateError | None = None,
+    headers: Mapping[str, str] | None = None, error: CredgateError | None = None, body_sha256: str | None = None,
 ) -> web.Response:
-    """Append the entry, and only then build the response that carries it."""
+    """Append the entry, and only then build the response that carries it. `body_sha256`: the
+    body's digest, from the memo that made the body (else computed here)."""
     if error is None:
         record.decision = "allow"
     else:
@@ -125,7 +130,7 @@ async def release(
         record.reason = error.description  # e.g. the quota refusal, not the licence that allowed it
         record.fields, record.records = [], []
     entry = record.entry(time=rfc3339(clock.now()), status=status, body=body,
-                         error=error.code if error else None)
+                         error=error.code if error else None, body_sha256=None if error else body_sha256)
     try:
         index = await sink.enqueue(entry)  # cancelling this wait leaves the entry queued (rule 3)
     except AuditUnavailable as exc:

@@ -68,6 +68,27 @@ async def test_fields_outside_the_licence_are_stripped(gateway: Any, sample_code
     assert entry["licence"] == "narrow-L1"
 
 
+async def test_a_repeated_read_is_described_as_fully_as_the_first(gateway: Any, sample_code: str) -> None:
+    """The second read of unchanged data is served from the release memo: same body, and its own
+    entry still names the fields, record digests and body digest; a different licence's read of
+    the same store answer is filtered under its own terms."""
+    await gateway.add_client("narrow", licence=NARROW)
+    narrow = await gateway.token("narrow")
+    answers = []
+    for _ in range(2):
+        resp = await gateway.get(f"/v1/entities/{sample_code}/penalties", narrow)
+        raw = await resp.read()
+        entry = await audit_entry(gateway, int(resp.headers["Audit-Entry"]))
+        assert_entry_describes(entry, json.loads(raw), raw)
+        answers.append((raw, entry["body_sha256"]))
+    assert answers[0] == answers[1]
+    resp = await gateway.get(f"/v1/entities/{sample_code}/penalties", await gateway.token("op"))
+    raw = await resp.read()
+    entry = await audit_entry(gateway, int(resp.headers["Audit-Entry"]))
+    assert_entry_describes(entry, json.loads(raw), raw)
+    assert raw != answers[0][0]
+
+
 async def test_dataset_outside_the_licence_is_refused(gateway: Any, sample_code: str) -> None:
     """The narrow operator asking for licences (not licensed) gets 403 and no data."""
     await gateway.add_client("narrow", licence=NARROW)
