@@ -252,7 +252,7 @@ class Licensing:
             if limit is None:
                 continue
             key = f"{licence.licence_id}:{window.key}"
-            if not await self._counter.try_consume(key, limit, window.resets_at):
+            if not (self._counter.take_leased(key) or await self._counter.try_consume(key, limit, window.resets_at)):
                 for earlier in taken:
                     await self._counter.refund(earlier)
                 raise QuotaExceeded(

@@ -109,6 +109,19 @@ async def test_requests_that_find_the_lease_empty_wait_for_one_block_fetch(backe
     assert sum(results) == 5 and exact.reserves == 8
 
 
+async def test_take_leased_uses_only_the_lease_this_process_holds(backend) -> None:
+    """The request path's shortcut: no lease, no unit (and no call to the backend); a leased
+    block is handed out unit by unit and never past its size."""
+    counting = CountingBackend(backend)
+    counter = LeasedCounter(counting, max_lease=10, exact_below=10)
+    assert not counter.take_leased("L:d:lease")
+    assert counting.reserves == 0
+    assert await counter.try_consume("L:d:lease", 1_000, EXPIRES)  # fetches a block of 10, uses 1
+    assert [counter.take_leased("L:d:lease") for _ in range(10)] == [True] * 9 + [False]
+    assert counting.reserves == 1
+    assert await backend.used("L:d:lease") == 10
+
+
 class GatedBackend(CountingBackend):
     """Holds each reservation until `gate` opens, after the real backend has granted it."""
 
