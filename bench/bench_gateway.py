@@ -1,6 +1,6 @@
 """Gateway throughput benchmark: the store, a bare proxy and the full gateway, in one run.
 
-    python bench/bench_gateway.py [--duration 10] [--warmup 2] [--connections 32] [--rounds 1]
+    python bench/bench_gateway.py [--duration 10] [--warmup 2] [--connections 32] [--rounds 1] [--slices 4]
                                   [--quick] [--engine auto|wrk|python] [--no-pin]
                                   [--profile [--profile-duration 10]] [--data-dir DIR]
 
@@ -21,7 +21,10 @@ What it does, on one machine:
    whole result as JSON to bench/results/.
 
 Rounds (`--rounds N`): a, b, c are measured N times, (b) and (c) side by side in every round,
-in turn first (a, b, c; then a, c, b). The table shows the median round of each phase; the
+in turn first (a, b, c; then a, c, b). Within a round (b) and (c) take turns (`--slices K`,
+default 4): after a warm-up each, K alternating measurements of duration/K seconds apiece, added
+up per phase, so that a change of the machine's speed during the round weighs on both alike
+(latency: p50 and mean weighted by requests, p99 and max of the worst turn). The table shows the median round of each phase; the
 headline (c)/(b) is the median of the rounds' own (c)/(b), because a shared machine's speed
 drifts by 10-20% between minutes (seen on the 2-vCPU machines here) and a round's two phases
 share its conditions. The ratio of the phases' medians is printed beside it.
@@ -230,15 +233,17 @@ class Phase:
 
 
 def measure(phase: Phase, paths: list[str], headers: dict[str, str], args: argparse.Namespace,
-            engine: str, server_cpu: int | None, gen_cpu: int | None) -> dict[str, Any]:
+            engine: str, server_cpu: int | None, gen_cpu: int | None, *, duration: float | None = None,
+            warmup: bool = True) -> dict[str, Any]:
     target = loadgen.Target(phase.base, paths, headers)
-    if args.warmup > 0:
+    if warmup and args.warmup > 0:
         loadgen.run(target, engine=engine, connections=args.connections, duration=args.warmup, cpu=gen_cpu)
+    duration = args.duration if duration is None else duration
     front0 = phase.front_cpu()
     store0 = _cpu_times(phase.store)
     switches0 = phase.switches()
     core0 = _core_busy(server_cpu) if server_cpu is not None else (0.0, 0.0)
-    result = loadgen.run(target, engine=engine, connections=args.connections, duration=args.duration, cpu=gen_cpu)
+    result = loadgen.run(target, engine=engine, connections=args.connections, duration=duration, cpu=gen_cpu)
     front_user, front_sys = (a - b for a, b in zip(phase.front_cpu(), front0, strict=True))
     store_s = sum(_cpu_times(phase.store)) - sum(store0)
     switches1 = phase.switches()
@@ -250,6 +255,9 @@ def measure(phase: Phase, paths: list[str], headers: dict[str, str], args: argpa
     out["front_cpu_ms_per_req"] = round(front_s * 1000 / n, 4) if phase.front else None
     out["store_cpu_ms_per_req"] = round(store_s * 1000 / n, 4)
     out["server_cpu_ms_per_req"] = round((front_s + store_s) * 1000 / n, 4)
+    # Raw totals, so that slices of one phase add up exactly (`combine_slices`).
+    out["_totals"] = {"front_user_s": front_user, "front_sys_s": front_sys, "store_s": store_s,
+                      "switches": [(v1 - v0, i1 - i0) for (v0, i0), (v1, i1) in zip(switches0, switches1, strict=True)]}
     # Where the store shares the front's core, each switch between them costs both processes
     # their warm caches: switches per request explain part of the store's CPU per request.
     names = (["front"] if phase.front else []) + ["store"]
@@ -258,6 +266,53 @@ def measure(phase: Phase, paths: list[str], headers: dict[str, str], args: argpa
     if server_cpu is not None:
         busy, total = (a - b for a, b in zip(_core_busy(server_cpu), core0, strict=True))
         ours = front_s + store_s
+        out["server_core_busy_pct"] = round(100 * busy / total, 1) if total else None
+        out["server_core_foreign_pct"] = round(100 * max(0.0, busy - ours) / total, 1) if total else None
+        out["_totals"].update(core_busy_s=busy, core_total_s=total)
+    return out
+
+
+def combine_slices(slices: list[dict[str, Any]], has_front: bool) -> dict[str, Any]:
+    """One phase's slices of a round as one measurement: requests, time, CPU and switches added
+    up; p50 and mean latency weighted by requests, p99 and max the worst slice's."""
+    n = sum(s["requests"] for s in slices)
+    wall = sum(s["duration_s"] for s in slices)
+    t = [s["_totals"] for s in slices]
+    front_user, front_sys = sum(x["front_user_s"] for x in t), sum(x["front_sys_s"] for x in t)
+    store_s = sum(x["store_s"] for x in t)
+    statuses: collections.Counter[str] = collections.Counter()
+    for s in slices:
+        statuses.update(s["statuses"])
+
+    def weighted(key: str) -> float | None:
+        values = [(s[key], s["requests"]) for s in slices if s[key] is not None]
+        return sum(v * w for v, w in values) / max(1, sum(w for _, w in values)) if values else None
+
+    def worst(key: str) -> float | None:
+        values = [s[key] for s in slices if s[key] is not None]
+        return max(values) if values else None
+
+    per = max(n, 1)
+    out: dict[str, Any] = {
+        "engine": slices[0]["engine"], "connections": slices[0]["connections"], "duration_s": wall,
+        "requests": n, "rps": n / wall if wall else 0.0, "p50_ms": weighted("p50_ms"), "p99_ms": worst("p99_ms"),
+        "mean_ms": weighted("mean_ms"), "max_ms": worst("max_ms"), "statuses": dict(statuses),
+        "socket_errors": sum(s["socket_errors"] for s in slices), "non_200": sum(s["non_200"] for s in slices),
+        "slices": len(slices), "slices_rps": [round(s["rps"], 1) for s in slices],
+        "front_user_ms_per_req": round(front_user * 1000 / per, 4) if has_front else None,
+        "front_sys_ms_per_req": round(front_sys * 1000 / per, 4) if has_front else None,
+        "front_cpu_ms_per_req": round((front_user + front_sys) * 1000 / per, 4) if has_front else None,
+        "store_cpu_ms_per_req": round(store_s * 1000 / per, 4),
+        "server_cpu_ms_per_req": round((front_user + front_sys + store_s) * 1000 / per, 4),
+    }
+    names = (["front"] if has_front else []) + ["store"]
+    for i, name in enumerate(names):
+        v = sum(x["switches"][i][0] for x in t)
+        inv = sum(x["switches"][i][1] for x in t)
+        out[f"{name}_switches_per_req"] = {"voluntary": round(v / per, 3), "involuntary": round(inv / per, 3)}
+    if all("core_total_s" in x for x in t):
+        busy, total = sum(x["core_busy_s"] for x in t), sum(x["core_total_s"] for x in t)
+        ours = front_user + front_sys + store_s
         out["server_core_busy_pct"] = round(100 * busy / total, 1) if total else None
         out["server_core_foreign_pct"] = round(100 * max(0.0, busy - ours) / total, 1) if total else None
     return out
@@ -518,7 +573,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="discarded warm-up seconds per phase (default 2)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections (default 32)")
     parser.add_argument("--rounds", type=int, default=1, help="measure a, b, c this many times (see Rounds)")
-    parser.add_argument("--quick", action="store_true", help="CI-sized run: 3 s phases, 1 s warm-up, 1 round")
+    parser.add_argument("--slices", type=int, default=4,
+                        help="measure (b) and (c) of a round in this many alternating turns (see Rounds; 1: one each)")
+    parser.add_argument("--quick", action="store_true", help="CI-sized run: 3 s phases, 1 s warm-up, 1 round, 1 turn")
     parser.add_argument("--engine", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--profile", nargs="?", const="py-spy", choices=("py-spy", "cprofile"),
@@ -533,8 +590,10 @@ def main() -> int:
                         help="exit 1 if (c)/(b) is below this (default: report only)")
     args = parser.parse_args()
     if args.quick:
-        args.duration, args.warmup, args.rounds = 3.0, 1.0, 1
+        args.duration, args.warmup, args.rounds, args.slices = 3.0, 1.0, 1, 1
         args.profile_duration = min(args.profile_duration, 5.0)
+    if args.slices < 1:
+        parser.error("--slices must be 1 or more")
     if args.warmup + args.duration > TOKEN_LIFETIME_MARGIN:
         parser.error(f"warm-up + duration must stay under {TOKEN_LIFETIME_MARGIN:.0f} s (access tokens live 300 s)")
 
@@ -605,19 +664,38 @@ def main() -> int:
         audit_sent = 0
         tree_before = _tree_size(demo["gateway"])
         for rnd in range(args.rounds):
-            for key in _round_order(list(phases), rnd):
+            order = _round_order(list(phases), rnd)
+            # The same requests for every phase (a bare proxy parses the token it ignores).
+            headers = {key: {"Authorization": f"Bearer {_token(demo)}", "X-Purpose": "credit_check"} for key in order}
+            paired = [key for key in order if key in "bc"] if args.slices > 1 else []
+            for key in order:
+                if key in paired:
+                    continue
                 phase = phases[key]
-                # The same requests for every phase (a bare proxy parses the token it ignores).
-                headers = {"Authorization": f"Bearer {_token(demo)}", "X-Purpose": "credit_check"}
                 print(f"bench: round {rnd + 1}/{args.rounds} {phase.label}: {args.warmup:g} s warm-up + "
                       f"{args.duration:g} s at {args.connections} connections ...", flush=True)
-                r = measure(phase, paths, headers, args, engine, server_cpu, gen_cpu)
-                rounds[key].append(r)
+                rounds[key].append(measure(phase, paths, headers[key], args, engine, server_cpu, gen_cpu))
+            if paired:
+                # (b) and (c) in turns of duration/slices each, so that a drift of the machine's
+                # speed within the round falls on both alike.
+                print(f"bench: round {rnd + 1}/{args.rounds} {' and '.join(phases[k].label for k in paired)}: "
+                      f"{args.warmup:g} s warm-up each, then {args.slices} turns of "
+                      f"{args.duration / args.slices:g} s each at {args.connections} connections ...", flush=True)
+                slices: dict[str, list[dict[str, Any]]] = {key: [] for key in paired}
+                for turn in range(args.slices):
+                    for key in (paired if turn % 2 == 0 else paired[::-1]):
+                        slices[key].append(measure(phases[key], paths, headers[key], args, engine, server_cpu,
+                                                   gen_cpu, duration=args.duration / args.slices, warmup=turn == 0))
+                for key in paired:
+                    rounds[key].append(combine_slices(slices[key], phases[key].front is not None))
+            for key in order:
+                r = rounds[key][-1]
+                r.pop("_totals", None)
                 if key == "c":
                     audit_sent += r["requests"]
                 if r.get("server_core_foreign_pct") and r["server_core_foreign_pct"] > 10:
                     print(f"bench: warning: other processes used {r['server_core_foreign_pct']}% of the server CPU "
-                          "during this phase; requests/s are low, CPU ms/request are still comparable.",
+                          f"during {phases[key].label}; requests/s are low, CPU ms/request are still comparable.",
                           file=sys.stderr)
         time.sleep(1.6)  # the served checkpoint lags the log by at most 1 s
         tree_after = _tree_size(demo["gateway"])
@@ -683,7 +761,7 @@ def main() -> int:
             "machine": {"cpus": ncpu, "cpu_model": _cpu_model(), "python": platform.python_version(),
                         "platform": platform.platform(), "loadavg_end": os.getloadavg()},
             "config": {"duration_s": args.duration, "warmup_s": args.warmup, "connections": args.connections,
-                       "rounds": args.rounds, "engine": engine, "paths": len(paths),
+                       "rounds": args.rounds, "slices": args.slices, "engine": engine, "paths": len(paths),
                        "pinning": {"servers_cpu": server_cpu, "loadgen_cpu": gen_cpu} if pin else None},
             "results": {labels[k]: v for k, v in results.items()},
             "rounds": {labels[k]: v for k, v in rounds.items()},
