@@ -26,8 +26,9 @@ default 4): after a warm-up each, K alternating measurements of duration/K secon
 up per phase, so that a change of the machine's speed during the round weighs on both alike
 (latency: p50 and mean weighted by requests, p99 and max of the worst turn). The table shows
 the median round of each phase; the headline (c)/(b) is the median of the rounds' own (c)/(b),
-because a shared machine's speed drifts by 10-20% between minutes (seen on the 2-vCPU machines here) and a round's two phases
-share its conditions. The ratio of the phases' medians is printed beside it.
+because a shared machine's speed drifts by 10-20% between minutes (seen on the 2-vCPU machines
+here) and a round's two phases share its conditions. The ratio of the phases' medians is printed
+beside it.
 
 Pinning (default when the machine has 2 or more CPUs): the server side (store, proxy, gateway)
 runs on CPU 0 and the load generator (and this script, and py-spy) on CPU 1, so the generator
