@@ -12,9 +12,9 @@ batch), and a reader callback hears one byte back once the WAL is on disk.
 Scheduling: the helper runs as SCHED_BATCH (Linux), which any process may ask for itself. A
 normal process woken by the loop's byte preempts the loop on a shared core, costing both their
 warm caches for a few microseconds of work; a batch process waits for the loop to yield or for the
-next tick. Measured with the servers of bench/bench_gateway.py on one core: the gateway was preempted 0.72
-times per request instead of 1.27, and over 8 interleaved pairs of two gateways each it served
-15% more requests a second (median 1,428 against 1,237) for 13% less server CPU per request.
+next tick. Measured with the servers of bench/bench_gateway.py on one core: the gateway was
+preempted 0.72 times per request instead of 1.27, and two such gateways against two without,
+measured in turn over 8 pairs, served 11% and 13% more requests a second.
 
 Protocol: the loop writes b"s"; the helper opens the WAL afresh (SQLite may have replaced the
 file), fsyncs it and answers b"k", or b"e" if the disk refused. One sync is in flight at a time
