@@ -186,8 +186,7 @@ class LeasedCounter:
     async def try_consume(self, key: str, limit: int, expires_at: dt.datetime) -> bool:
         while self._leases.get(key, 0) <= 0 and key in self._refilling:
             await self._refilling[key].wait()  # then take from the new lease, or fetch again
-        if self._leases.get(key, 0) > 0:
-            self._leases[key] -= 1
+        if self.take_leased(key):
             return True
         nearly_out = limit < self._exact_below or self._remaining.get(key, limit) < self._exact_below
         block = 1 if nearly_out else min(self._max_lease, limit // self._exact_below)
